@@ -1,0 +1,32 @@
+"""Redis key encoding, in one place.
+
+Keys look like ``si:<namespace>:<view>:{<entity id>}``. The braces are a Redis
+Cluster hash tag, so every view of one entity lands in the same slot. Characters
+that would break the tag or the separators (``{``, ``}``, ``:``, ``%``, and
+control bytes) are percent-encoded, so distinct ids always give distinct keys.
+"""
+
+from __future__ import annotations
+
+_UNSAFE = frozenset("{}:%") | frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
+
+
+def _escape(text: str) -> str:
+    if not any(ch in _UNSAFE for ch in text):
+        return text
+    return "".join(f"%{ord(ch):02X}" if ch in _UNSAFE else ch for ch in text)
+
+
+def feature_key(namespace: str, view: str, entity_id: str) -> bytes:
+    """The Redis key of one entity's values in one feature view."""
+    if not namespace or not view:
+        raise ValueError("namespace and view must be non-empty")
+    return f"si:{_escape(namespace)}:{_escape(view)}:{{{_escape(entity_id)}}}".encode()
+
+
+def namespace_pattern(namespace: str) -> bytes:
+    """A SCAN MATCH pattern covering every key of a namespace."""
+    ns = _escape(namespace)
+    for ch in "\\*?[]":
+        ns = ns.replace(ch, "\\" + ch)
+    return f"si:{ns}:*".encode()

@@ -1,0 +1,23 @@
+from feature_store.keys import feature_key, namespace_pattern
+
+
+def test_key_layout_has_hash_tag_on_entity() -> None:
+    assert feature_key("prod", "card_tx", "c-17") == b"si:prod:card_tx:{c-17}"
+
+
+def test_unsafe_characters_are_escaped_so_keys_stay_distinct() -> None:
+    keys = {feature_key("prod", "v", e) for e in ["a}b", "a%7Db", "a:b", "{x}", "a\nb", "a%3Ab"]}
+    assert len(keys) == 6
+    k = feature_key("prod", "v", "{x}")
+    # exactly one hash tag: the first '{' and first '}' wrap the whole escaped entity
+    assert k.count(b"{") == 1 and k.count(b"}") == 1 and k.endswith(b"}")
+
+
+def test_namespaces_do_not_overlap() -> None:
+    assert feature_key("prod", "v", "e") != feature_key("replay", "v", "e")
+    assert namespace_pattern("prod") == b"si:prod:*"
+    assert namespace_pattern("a*b") == b"si:a\\*b:*"
+
+
+def test_unicode_entity_round_trips() -> None:
+    assert feature_key("prod", "sender_mail", "usér@exämple.com").decode() == "si:prod:sender_mail:{usér@exämple.com}"

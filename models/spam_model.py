@@ -1,0 +1,133 @@
+"""The spam classifier: hashed n-gram EmbeddingBag + dense features + MLP head.
+
+Architecture (``arch`` in the metadata)::
+
+    ids  -> EmbeddingBag(n_buckets, dim, mode)  -> e            (dim)
+    dense -> (x - mean) / std, clipped to +-clip -> z            (n_dense)
+    [e, z] -> Linear(dim + n_dense, hidden) -> ReLU -> Linear(hidden, 1) -> sigmoid
+
+Token ids come from ``models.text.hash_email_text`` with the artifact's text
+parameters, dense features from ``feature_store.spam.spam_dense_features``;
+``predict`` takes the raw dense rows and normalises them with the artifact's
+mean/std, so the serving path never re-implements the normalisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.artifacts import ArtifactError, load_artifact
+from models.runtime import select_device
+from models.text import SCHEME, hash_email_text
+from streams.events import Email
+
+
+class SpamNet(nn.Module):
+    def __init__(self, n_buckets: int, dim: int, n_dense: int, hidden: int, mode: str = "mean",
+                 clip: float = 8.0, sparse: bool = False) -> None:
+        super().__init__()
+        self.embedding = nn.EmbeddingBag(n_buckets, dim, mode=mode, sparse=sparse)
+        self.fc1 = nn.Linear(dim + n_dense, hidden)
+        self.fc2 = nn.Linear(hidden, 1)
+        # Not persistent: the metadata's normalisation is the single source.
+        self.register_buffer("mean", torch.zeros(n_dense), persistent=False)
+        self.register_buffer("std", torch.ones(n_dense), persistent=False)
+        self.clip = clip
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """Logits, one per bag."""
+        return self.head(self.embedding(ids, offsets), dense)
+
+    def head(self, e: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """Logits from pooled embeddings ``e`` and raw dense rows."""
+        z = ((dense - self.mean) / self.std).clamp(-self.clip, self.clip)
+        h = torch.relu(self.fc1(torch.cat((e, z), dim=1)))
+        return self.fc2(h).squeeze(1)
+
+
+def flatten(token_ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(flat ids, offsets) for an EmbeddingBag batch."""
+    if not token_ids:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
+    offsets = np.zeros(len(token_ids), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    flat = np.concatenate(token_ids).astype(np.int64, copy=False) if lengths.sum() else np.empty(0, dtype=np.int64)
+    return flat, offsets
+
+
+def build_net(metadata: dict[str, Any]) -> SpamNet:
+    arch = metadata["arch"]
+    text = metadata["text"]
+    norm = metadata["normalisation"]
+    net = SpamNet(int(text["n_buckets"]), int(arch["dim"]), len(metadata["dense_features"]), int(arch["hidden"]),
+                  mode=arch.get("mode", "mean"), clip=float(arch.get("clip", 8.0)))
+    mean = torch.tensor(norm["mean"], dtype=torch.float32)
+    std = torch.tensor(norm["std"], dtype=torch.float32)
+    net.mean.copy_(mean)
+    net.std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
+    return net
+
+
+class SpamModel:
+    NAME = "spam-ngram"
+
+    def __init__(self, net: SpamNet, metadata: dict[str, Any], version: str, device: torch.device) -> None:
+        self.net = net.to(device).eval()
+        self.device = device
+        self.metadata = metadata
+        self.name = self.NAME
+        self.version = version
+        self.thresholds = {k: float(v) for k, v in metadata["thresholds"].items()}
+        self.dense_features = tuple(metadata["dense_features"])
+        text = metadata["text"]
+        if text.get("scheme") != SCHEME:
+            raise ArtifactError(f"text hashing scheme {text.get('scheme')!r} is not this code's {SCHEME!r}")
+        self._n_buckets = int(text["n_buckets"])
+        self._max_tokens = int(text["max_tokens"])
+        self._bigrams = bool(text.get("bigrams", True))
+        self._char_ngrams = tuple(int(k) for k in text.get("char_ngrams", ()))
+
+    @classmethod
+    def load(cls, model_dir: str | Path, version: str | None = None, device: str = "auto") -> "SpamModel":
+        art = load_artifact(Path(model_dir), cls.NAME, version)
+        meta = art.metadata
+        if meta.get("kind") != "spam":
+            raise ArtifactError(f"{art.path} is not a spam model (kind={meta.get('kind')!r})")
+        from feature_store.spam import SPAM_DENSE_FEATURES
+
+        if tuple(meta["dense_features"]) != SPAM_DENSE_FEATURES:
+            raise ArtifactError(f"{art.path} was trained on other dense features than this code computes")
+        net = build_net(meta)
+        state = {k: v for k, v in art.tensors.items()}
+        missing = set(net.state_dict()) - set(state)
+        if missing:
+            raise ArtifactError(f"{art.path} lacks tensors {sorted(missing)}")
+        net.load_state_dict(state, strict=True)
+        return cls(net, meta, art.version, select_device(device))
+
+    def tokens(self, email: Email) -> np.ndarray:
+        return hash_email_text(email.subject, email.body, self._n_buckets, self._max_tokens,
+                               bigrams=self._bigrams, char_ngrams=self._char_ngrams)
+
+    def predict(self, token_ids: list[np.ndarray], dense: np.ndarray) -> np.ndarray:
+        """One float32 score in [0, 1] per email, the whole batch in one forward."""
+        n = len(token_ids)
+        dense = np.asarray(dense, dtype=np.float32).reshape(n, len(self.dense_features))
+        if n == 0:
+            return np.empty(0, dtype=np.float32)
+        flat, offsets = flatten(token_ids)
+        with torch.inference_mode():
+            ids_t = torch.from_numpy(flat).to(self.device)
+            off_t = torch.from_numpy(offsets).to(self.device)
+            dense_t = torch.from_numpy(np.ascontiguousarray(dense)).to(self.device)
+            scores = torch.sigmoid(self.net(ids_t, off_t, dense_t))
+            return scores.float().cpu().numpy()
+
+    def close(self) -> None:
+        self.net = None  # type: ignore[assignment]

@@ -1,0 +1,269 @@
+"""The demo: both pipelines on generated transactions and SpamAssassin emails.
+
+Starts `streaminfer run fraud` and `streaminfer run spam` as real processes,
+produces traffic to the input topics (a warm-up flat out, then a paced phase on
+which latency is measured), reads the decision and DLQ topics back, stops the
+workers with SIGTERM, and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from feature_store.keys import namespace_pattern
+from feature_store.store import connect
+from models.artifacts import load_artifact
+from streams.kafka_admin import ensure_topics
+from streams.pipelines import topics_for
+from streams.settings import Settings
+
+DEMO_NAMESPACE = "demo"
+
+
+def _producer(settings: Settings) -> Producer:
+    return Producer({**settings.kafka_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+
+
+def _send(producer: Producer, topic: str, records: Iterator[tuple[bytes | None, bytes | None]],
+          rate_per_s: float | None = None) -> int:
+    """Produce records flat out, or paced at ``rate_per_s``."""
+    n = 0
+    t0 = time.perf_counter()
+    for key, value in records:
+        if rate_per_s:
+            delay = t0 + n / rate_per_s - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+        n += 1
+    producer.flush(60)
+    return n
+
+
+def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    c = Consumer({**settings.kafka_config(), "group.id": f"demo-{uuid.uuid4().hex}"})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    finally:
+        c.close()
+
+
+def _read_from(settings: Settings, topic: str, start: dict[int, int], want: set[str] | None, timeout_s: float,
+               grace_s: float = 1.0) -> list[Any]:
+    """Messages from ``start`` offsets on; stops once every id in ``want`` was seen (plus ``grace_s``)."""
+    c = Consumer({**settings.kafka_config(), "group.id": f"demo-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, o) for p, o in start.items()])
+    out: list[Any] = []
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    done_at = None
+    try:
+        while time.monotonic() < deadline:
+            for m in c.consume(1000, 0.2):
+                if m.error() is None:
+                    out.append(m)
+                    if want is not None:
+                        seen.add(orjson.loads(m.value())["event_id"])
+            if done_at is None and (want is None or want <= seen):
+                done_at = time.monotonic()
+            if done_at is not None and time.monotonic() - done_at >= grace_s:
+                break
+    finally:
+        c.close()
+    return out
+
+
+def _poison(pipeline: str, run: str) -> list[tuple[bytes | None, bytes]]:
+    if pipeline == "fraud":
+        return [(b"c-x", b'{"event_id": "' + run.encode() + b'-bad", "amount": '),
+                (b"c-x", orjson.dumps({"event_id": f"{run}-nan", "ts": 1, "card_id": "c", "terminal_id": "t",
+                                       "amount": "NaN"})),
+                (b"c-x", b'{"event_id":"x","ts":1,"card_id":"c","terminal_id":"t","amount":1e309}')]
+    return [(b"x@y.example", orjson.dumps({"event_id": f"{run}-noto", "ts": 1, "from": "a@b", "to": [], "subject": "s"})),
+            (b"x@y.example", b"\xff\xfe not utf-8")]
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def _start_worker(pipeline: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    logdir = Path(env.get("STREAMINFER_DEMO_LOGDIR", ".stack/logs"))
+    logdir.mkdir(parents=True, exist_ok=True)
+    log = open(logdir / f"demo-{pipeline}.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", "run", pipeline], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return -9
+
+
+def _summarise(pipeline: str, decisions: list[Any], dlq: list[Any], paced_ids: set[str], labels: dict[str, int],
+               produced: int, model: dict[str, Any]) -> dict[str, Any]:
+    decided = [orjson.loads(m.value()) for m in decisions]
+    lat = [d["latency_ms"] for d in decided if d["event_id"] in paced_ids and d["latency_ms"] is not None]
+    alert = {"fraud": {"review", "block"}, "spam": {"quarantine", "reject"}}[pipeline]
+    flagged = {d["event_id"] for d in decided if d["action"] in alert}
+    pos = {e for e, y in labels.items() if y}
+    tp = len(flagged & pos)
+    return {
+        "events_in": produced,
+        "decisions": len(decided),
+        "distinct_events_decided": len({d["event_id"] for d in decided}),
+        "actions": dict(Counter(d["action"] for d in decided)),
+        "dlq": len(dlq),
+        "latency_ms": {"p50": round(_pct(lat, 50), 2), "p99": round(_pct(lat, 99), 2), "n": len(lat)},
+        "vs_labels": {"positives": len(pos), "flagged": len(flagged),
+                      "precision": round(tp / len(flagged), 4) if flagged else None,
+                      "recall": round(tp / len(pos), 4) if pos else None},
+        "model": model,
+    }
+
+
+def _model_info(settings: Settings, name: str) -> dict[str, Any]:
+    meta = load_artifact(settings.model_dir, name).metadata
+    return {"name": name, "version": meta["version"], "test_metrics": meta.get("metrics"),
+            "thresholds": meta.get("thresholds")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="streaminfer demo")
+    ap.add_argument("--transactions", type=int, default=60_000, help="transactions to send (about)")
+    ap.add_argument("--paced-rate", type=float, default=1000.0, help="events/s in the latency phase")
+    ap.add_argument("--paced-seconds", type=float, default=10.0)
+    ap.add_argument("--emails", type=int, default=1200)
+    ap.add_argument("--corpus", default="data/spamassassin")
+    args = ap.parse_args(argv)
+
+    settings = Settings.from_env()
+    run = f"demo{uuid.uuid4().hex[:6]}"
+    fraud_t, spam_t = topics_for("fraud", settings.topic_prefix), topics_for("spam", settings.topic_prefix)
+    ensure_topics(settings.kafka_config(), fraud_t.all() + spam_t.all(), settings.partitions, settings.replication_factor)
+    # The demo's features live in their own namespace, cleared first, so reruns start alike.
+    r = connect(settings.redis_url.get())
+    for k in r.scan_iter(match=namespace_pattern(DEMO_NAMESPACE), count=1000):
+        r.delete(k)
+    r.close()
+
+    from models.corpus import load_corpus, split_of
+    from models.fraud_sim import SimConfig, generate
+
+    t_start = time.monotonic()
+    sim = generate(SimConfig(n_customers=1000, n_terminals=2000, n_days=35, start_date="2026-10-01", seed=2026))
+    events = list(sim.events())[: args.transactions]
+    fraud_labels = {}
+    tx_records = []
+    for i, e in enumerate(events):
+        e["event_id"] = f"{run}-{e['event_id']}"
+        fraud_labels[e["event_id"]] = int(sim.is_fraud[i])
+        tx_records.append((e["card_id"].encode(), orjson.dumps(e)))
+    emails = [m for m in load_corpus(args.corpus) if split_of(m.file_name) == "test"]
+    # The corpus lists ham folders before spam ones; a seeded shuffle mixes them in time.
+    random.Random(2026).shuffle(emails)
+    emails = emails[: args.emails]
+    spam_labels = {}
+    mail_records = []
+    for m in emails:
+        ev = dict(m.event, event_id=f"{run}-{m.event['event_id']}")
+        spam_labels[ev["event_id"]] = m.label
+        mail_records.append((ev["to"][0].encode(), orjson.dumps(ev)))
+
+    start = {t: _end_offsets(settings, t) for t in (fraud_t.decisions, fraud_t.dlq, spam_t.decisions, spam_t.dlq)}
+    env = {**os.environ, "STREAMINFER_FEATURE_NAMESPACE": DEMO_NAMESPACE}
+    workers = {p: _start_worker(p, env) for p in ("fraud", "spam")}
+    try:
+        prod = _producer(settings)
+        n_paced = min(len(tx_records), int(args.paced_rate * args.paced_seconds))
+        warm, paced = tx_records[: len(tx_records) - n_paced], tx_records[len(tx_records) - n_paced:]
+        mail_paced = mail_records[len(mail_records) // 2:]
+        print(f"demo {run}: {len(tx_records)} transactions ({len(paced)} paced at {args.paced_rate:.0f}/s), "
+              f"{len(mail_records)} emails ({len(mail_paced)} paced), plus a few bad records", flush=True)
+        _send(prod, fraud_t.input, iter(warm + _poison("fraud", run)))
+        _send(prod, spam_t.input, iter(mail_records[: len(mail_records) // 2] + _poison("spam", run)))
+        # Let the warm-up drain, so the paced phase measures latency, not backlog.
+        warm_ids = {orjson.loads(v)["event_id"] for _, v in warm + mail_records[: len(mail_records) // 2]}
+        _read_from(settings, fraud_t.decisions, start[fraud_t.decisions], warm_ids & set(fraud_labels), 300, 0)
+        _read_from(settings, spam_t.decisions, start[spam_t.decisions], warm_ids & set(spam_labels), 300, 0)
+        _send(prod, fraud_t.input, iter(paced), rate_per_s=args.paced_rate)
+        _send(prod, spam_t.input, iter(mail_paced), rate_per_s=min(args.paced_rate, 200.0))
+        paced_ids = {orjson.loads(v)["event_id"] for _, v in paced + mail_paced}
+        fd = _read_from(settings, fraud_t.decisions, start[fraud_t.decisions], set(fraud_labels), 300)
+        sd = _read_from(settings, spam_t.decisions, start[spam_t.decisions], set(spam_labels), 300)
+        fq = _read_from(settings, fraud_t.dlq, start[fraud_t.dlq], None, 5)
+        sq = _read_from(settings, spam_t.dlq, start[spam_t.dlq], None, 5)
+    finally:
+        codes = {p: _stop(w) for p, w in workers.items()}
+    fd = [m for m in fd if orjson.loads(m.value())["event_id"].startswith(run)]
+    sd = [m for m in sd if orjson.loads(m.value())["event_id"].startswith(run)]
+    summary = {
+        "run": run,
+        "seconds": round(time.monotonic() - t_start, 1),
+        "fraud": _summarise("fraud", fd, fq, paced_ids, fraud_labels, len(tx_records) + 3, _model_info(settings, "fraud-mlp")),
+        "spam": _summarise("spam", sd, sq, paced_ids, spam_labels, len(mail_records) + 2, _model_info(settings, "spam-ngram")),
+        "worker_exit_codes": codes,
+    }
+    _print(summary)
+    print(orjson.dumps(summary).decode())
+    ok = all(c == 0 for c in codes.values()) and all(
+        summary[p]["distinct_events_decided"] == len(lbl) for p, lbl in (("fraud", fraud_labels), ("spam", spam_labels)))
+    return 0 if ok else 1
+
+
+def _headline(metrics: dict[str, Any] | None) -> str:
+    """The scalar test metrics, and recall / FPR or precision at each threshold."""
+    if not metrics:
+        return "none recorded"
+    parts = [f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)]
+    for k, v in metrics.items():
+        if isinstance(v, dict) and "threshold" in v:
+            shown = {n: round(x, 4) for n, x in v.items() if n in ("precision", "recall", "spam_recall", "ham_fpr")}
+            parts.append(f"{k}@{v['threshold']:.3f} {shown}")
+    return ", ".join(parts)
+
+
+def _print(s: dict[str, Any]) -> None:
+    print(f"\n=== streaminfer demo {s['run']} ({s['seconds']} s) ===")
+    for p in ("fraud", "spam"):
+        x = s[p]
+        m = x["model"]
+        print(f"\n[{p}] model {m['name']} v{m['version']}  thresholds {m['thresholds']}")
+        print(f"  test metrics: {_headline(m['test_metrics'])}")
+        print(f"  events in {x['events_in']}  decided {x['distinct_events_decided']}  decisions {x['decisions']}  DLQ {x['dlq']}")
+        print(f"  actions {x['actions']}")
+        print(f"  end-to-end latency (paced phase, n={x['latency_ms']['n']}): p50 {x['latency_ms']['p50']} ms, "
+              f"p99 {x['latency_ms']['p99']} ms")
+        v = x["vs_labels"]
+        print(f"  against labels: {v['positives']} positives, {v['flagged']} flagged, precision {v['precision']}, "
+              f"recall {v['recall']}")
+    print(f"\nworkers exited with {s['worker_exit_codes']}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""The consume -> decide -> produce -> commit loop, shared by both pipelines.
+
+At-least-once: offsets are stored only after the broker has acknowledged every
+decision and DLQ record of the batch (idempotent producer, acks=all), and then
+committed synchronously. A record that cannot be decoded or scored goes to the
+DLQ with its original bytes; the batch goes on. If the broker does not
+acknowledge, the consumer rewinds to the batch's first offsets and decides it
+again, so a decision may repeat but is never lost (``event_id`` de-duplicates).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import orjson
+import redis
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from streams.decisions import ALERT_ACTIONS, action_for, build_decision
+from streams.dlq import dlq_headers
+from streams.errors import RecordError
+from streams.kafka_types import KafkaMessage
+from streams.pipelines import Scored, Scorer, Topics
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Failures of a dependency, not of a record: retried, never sent to the DLQ.
+INFRA_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+class ScoringError(RecordError):
+    """The scorer failed on this record alone (isolated by re-scoring it by itself)."""
+
+
+class DeliveryError(Exception):
+    """The broker did not acknowledge every record of a batch."""
+
+
+@dataclass
+class WorkerStats:
+    events_in: int = 0
+    decisions: int = 0
+    dlq: int = 0
+    batches: int = 0
+    redeliveries: int = 0
+    actions: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"events_in": self.events_in, "decisions": self.decisions, "dlq": self.dlq,
+                "batches": self.batches, "redeliveries": self.redeliveries, "actions": dict(self.actions)}
+
+
+def consumer_config(settings: Settings, group_id: str, client_id: str) -> dict[str, Any]:
+    return {
+        **settings.kafka_config(),
+        "group.id": group_id,
+        "client.id": client_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        # A new group starts from the beginning: a pipeline must decide what is already there.
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
+        "max.poll.interval.ms": 120_000,
+        "fetch.wait.max.ms": 50,
+    }
+
+
+def producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
+    return {
+        **settings.kafka_config(),
+        "client.id": client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        "message.timeout.ms": 120_000,
+    }
+
+
+class Worker:
+    """One consumer-group member running one pipeline."""
+
+    def __init__(self, settings: Settings, scorer: Scorer, topics: Topics, group_id: str,
+                 client_id: str = "streaminfer", *, consumer: Any = None, producer: Any = None) -> None:
+        self.settings = settings
+        self.scorer = scorer
+        self.topics = topics
+        self.group_id = group_id
+        self.client_id = client_id
+        self.stats = WorkerStats()
+        self.stop_event = threading.Event()
+        self._delivery_errors: list[KafkaError] = []
+        # Injectable so unit tests can drive a batch without a broker.
+        self.consumer = consumer if consumer is not None else Consumer(consumer_config(settings, group_id, client_id))
+        self.producer = producer if producer is not None else Producer(producer_config(settings, client_id))
+
+    # -- delivery ---------------------------------------------------------
+    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self._delivery_errors.append(err)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] | None = None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _flush(self) -> None:
+        """Wait until the broker acknowledged everything produced; raise otherwise."""
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s * 4
+        while len(self.producer) > 0:
+            self.producer.flush(1.0)
+            if time.monotonic() > deadline:
+                raise DeliveryError(f"{len(self.producer)} records still unacknowledged")
+        if self._delivery_errors:
+            errs, self._delivery_errors = self._delivery_errors, []
+            if any(e.fatal() for e in errs):
+                log.error("producer hit a fatal error (%s); building a new one", errs[0])
+                self.producer = Producer(producer_config(self.settings, self.client_id))
+            raise DeliveryError(f"{len(errs)} records not acknowledged: {errs[0]}")
+
+    # -- scoring ----------------------------------------------------------
+    def _score(self, msgs: list[KafkaMessage], events: list[Any], failed: list[tuple[KafkaMessage, BaseException]]
+               ) -> tuple[list[KafkaMessage], list[Any], Scored | None]:
+        """Score the batch; on a record-level failure, find the culprit(s) by scoring one by one."""
+        backoff = 0.1
+        while True:
+            try:
+                return msgs, events, self.scorer.score(events) if events else None
+            except INFRA_ERRORS as exc:
+                if self.stop_event.is_set():
+                    raise
+                log.warning("%s: feature store unavailable (%s); retrying in %.1fs", self.scorer.pipeline, exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # a record the model or features cannot handle
+                if len(events) == 1:
+                    failed.append((msgs[0], ScoringError(f"{type(exc).__name__}: {exc}")))
+                    return [], [], None
+                break
+        ok_msgs, ok_events, parts = [], [], []
+        for m, e in zip(msgs, events):
+            mm, ee, s = self._score([m], [e], failed)
+            if s is not None:
+                ok_msgs += mm
+                ok_events += ee
+                parts.append(s)
+        if not parts:
+            return [], [], None
+        merged = Scored(
+            np.concatenate([p.scores for p in parts]),
+            [r for p in parts for r in p.reasons],
+            None if parts[0].features is None else [f for p in parts for f in (p.features or [])],
+            [d for p in parts for d in p.defaulted],
+        )
+        return ok_msgs, ok_events, merged
+
+    # -- the batch --------------------------------------------------------
+    def process_batch(self, msgs: list[KafkaMessage]) -> None:
+        good: list[KafkaMessage] = []
+        events: list[Any] = []
+        failed: list[tuple[KafkaMessage, BaseException]] = []
+        commit: dict[tuple[str, int], int] = {}
+        first: dict[tuple[str, int], int] = {}
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:  # type: ignore[attr-defined]
+                    log.warning("%s: consumer error %s", self.scorer.pipeline, err)
+                continue
+            tp = (m.topic(), m.partition())
+            commit[tp] = m.offset() + 1
+            first.setdefault(tp, m.offset())
+            try:
+                events.append(self.scorer.decode(m.value()))
+                good.append(m)
+            except RecordError as exc:
+                failed.append((m, exc))
+        if not commit:
+            return
+        good, events, scored = self._score(good, events, failed)
+        now = time.time()
+        pipeline = self.scorer.pipeline
+        alerts = ALERT_ACTIONS[pipeline]
+        actions: Counter[str] = Counter()
+        for i, (m, e) in enumerate(zip(good, events)):
+            assert scored is not None
+            score = float(scored.scores[i])
+            action = action_for(pipeline, score, self.scorer.thresholds)
+            ts_type, ts_ms = m.timestamp()
+            decision = build_decision(
+                event_id=e.event_id, pipeline=pipeline, score=score, action=action,
+                model_name=self.scorer.model_name, model_version=self.scorer.model_version,
+                reasons=scored.reasons[i], topic=m.topic(), partition=m.partition(), offset=m.offset(),
+                event_ts_s=e.ts_s, input_ts_ms=ts_ms if ts_type else None,
+                features=scored.features[i] if scored.features is not None else None,
+                defaulted=scored.defaulted[i], now_s=now,
+            )
+            value = orjson.dumps(decision)
+            self._produce(self.topics.decisions, m.key(), value)
+            if action in alerts:
+                self._produce(self.topics.actions, m.key(), value)
+            actions[action] += 1
+        for m, exc in failed:
+            self._produce(self.topics.dlq, m.key(), m.value() or b"", dlq_headers(m, exc, pipeline, now))
+        try:
+            self._flush()
+        except DeliveryError as exc:
+            log.error("%s: %s; rewinding to decide the batch again", pipeline, exc)
+            self.stats.redeliveries += 1
+            for (topic, part), off in first.items():
+                self.consumer.seek(TopicPartition(topic, part, off))
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in commit.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Typically a rebalance took the partitions: their new owner decides
+            # the batch again (a repeat, never a loss).
+            log.warning("%s: commit failed (%s); the batch may be decided again", pipeline, exc)
+        self.stats.batches += 1
+        self.stats.events_in += len(good) + len(failed)
+        self.stats.decisions += len(good)
+        self.stats.dlq += len(failed)
+        self.stats.actions.update(actions)
+
+    def run(self, max_idle_s: float | None = None) -> WorkerStats:
+        """Consume until ``stop_event`` is set (or, for tools, ``max_idle_s`` without records)."""
+        self.consumer.subscribe([self.topics.input])
+        wait_s = self.settings.batch_wait_ms / 1000.0
+        idle_since = time.monotonic()
+        last_log = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                msgs = self.consumer.consume(num_messages=self.settings.batch_max, timeout=max(wait_s, 0.001))
+                self.producer.poll(0)
+                if msgs:
+                    self.process_batch(msgs)
+                    idle_since = time.monotonic()
+                elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                    break
+                if time.monotonic() - last_log > 10:
+                    log.info("%s %s", self.scorer.pipeline, orjson.dumps(self.stats.as_dict()).decode())
+                    last_log = time.monotonic()
+        finally:
+            self.close()
+        return self.stats
+
+    def close(self) -> None:
+        try:
+            self.producer.flush(self.settings.shutdown_timeout_s)
+        finally:
+            self.consumer.close()
+            self.scorer.close()

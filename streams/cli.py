@@ -17,10 +17,7 @@ MODEL_NAMES = {"fraud": "fraud-mlp", "spam": "spam-ngram"}
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.runner import run_many
 
-    if args.exactly_once:
-        print("--exactly-once is not available yet", file=sys.stderr)
-        return 2
-    return run_many(settings, args.pipeline, args.workers, args.model_version)
+    return run_many(settings, args.pipeline, args.workers, args.model_version, args.exactly_once, args.worker_index)
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
@@ -78,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--workers", type=int, default=1, help="worker processes in one consumer group")
     r.add_argument("--model-version", default=None, help="model version to serve (default: latest)")
     r.add_argument("--exactly-once", action="store_true", help="transactional consume-transform-produce")
+    r.add_argument("--worker-index", type=int, default=0,
+                   help="first worker index on this host (exactly-once: part of the transactional id; "
+                        "give separately started processes on one host different indexes)")
     r.set_defaults(func=_cmd_run)
 
     t = sub.add_parser("train", help="train a model and write a new artifact version")

@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import threading
 from typing import Any
 
 from feature_store.store import FeatureStore, connect
@@ -22,45 +23,66 @@ def group_id_for(settings: Settings, pipeline: str) -> str:
     return f"{settings.topic_prefix}streaminfer-{pipeline}"
 
 
-def build_worker(settings: Settings, pipeline: str, *, model_version: str | None = None) -> Worker:
+def transactional_id_for(settings: Settings, pipeline: str, worker_index: int) -> str:
+    """Stable per (group, host, index): a restarted worker fences its predecessor."""
+    return f"{group_id_for(settings, pipeline)}.{socket.gethostname()}.{worker_index}"
+
+
+def build_worker(settings: Settings, pipeline: str, *, model_version: str | None = None,
+                 exactly_once: bool = False, worker_index: int = 0, stop_event: threading.Event | None = None
+                 ) -> Worker:
     topics = topics_for(pipeline, settings.topic_prefix)
     ensure_topics(settings.kafka_config(), topics.all(), settings.partitions, settings.replication_factor)
     store = FeatureStore(connect(settings.redis_url.get(), settings.redis_timeout_s), settings.feature_namespace)
     scorer = build_scorer(pipeline, store, str(settings.model_dir), settings.device, settings.emit_features, model_version)
     client_id = f"streaminfer-{pipeline}-{socket.gethostname()}-{os.getpid()}"
-    log.info("%s worker: kafka=%s redis=%s model=%s/%s group=%s", pipeline, settings.kafka_bootstrap,
-             redact_url(settings.redis_url.get()), scorer.model_name, scorer.model_version, group_id_for(settings, pipeline))
-    return Worker(settings, scorer, topics, group_id_for(settings, pipeline), client_id)
+    txn_id = transactional_id_for(settings, pipeline, worker_index) if exactly_once else None
+    log.info("%s worker: kafka=%s redis=%s model=%s/%s group=%s mode=%s", pipeline, settings.kafka_bootstrap,
+             redact_url(settings.redis_url.get()), scorer.model_name, scorer.model_version,
+             group_id_for(settings, pipeline), f"exactly-once ({txn_id})" if txn_id else "at-least-once")
+    return Worker(settings, scorer, topics, group_id_for(settings, pipeline), client_id, transactional_id=txn_id,
+                  stop_event=stop_event)
 
 
-def run_one(settings: Settings, pipeline: str, model_version: str | None = None) -> WorkerStats:
-    """Run one worker in this process until SIGTERM/SIGINT; then finish the batch, flush, commit."""
-    worker = build_worker(settings, pipeline, model_version=model_version)
+def run_one(settings: Settings, pipeline: str, model_version: str | None = None, exactly_once: bool = False,
+            worker_index: int = 0) -> WorkerStats:
+    """Run one worker in this process until SIGTERM/SIGINT; then finish the batch, flush, commit.
+
+    The handlers go in first, so a signal that arrives while the model loads or
+    the producer initialises still ends the process cleanly (exit 0).
+    """
+    stop = threading.Event()
 
     def _stop(signum: int, _frame: Any) -> None:
         log.info("%s worker: signal %d, finishing the batch", pipeline, signum)
-        worker.stop_event.set()
+        stop.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    worker = build_worker(settings, pipeline, model_version=model_version, exactly_once=exactly_once,
+                          worker_index=worker_index, stop_event=stop)
     stats = worker.run()
     log.info("%s worker stopped: %s", pipeline, stats.as_dict())
     return stats
 
 
-def _child(settings: Settings, pipeline: str, model_version: str | None) -> None:
+def _child(settings: Settings, pipeline: str, model_version: str | None, exactly_once: bool, index: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
-    run_one(settings, pipeline, model_version)
+    run_one(settings, pipeline, model_version, exactly_once, index)
 
 
-def run_many(settings: Settings, pipeline: str, workers: int, model_version: str | None = None) -> int:
-    """N worker processes in one consumer group; signals are forwarded to them."""
+def run_many(settings: Settings, pipeline: str, workers: int, model_version: str | None = None,
+             exactly_once: bool = False, first_index: int = 0) -> int:
+    """N worker processes in one consumer group; signals are forwarded to them.
+
+    Worker ``i`` gets index ``first_index + i`` (its transactional id in exactly-once mode).
+    """
     if workers <= 1:
-        run_one(settings, pipeline, model_version)
+        run_one(settings, pipeline, model_version, exactly_once, first_index)
         return 0
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_child, args=(settings, pipeline, model_version), name=f"{pipeline}-{i}")
-             for i in range(workers)]
+    procs = [ctx.Process(target=_child, args=(settings, pipeline, model_version, exactly_once, first_index + i),
+                         name=f"{pipeline}-{i}") for i in range(workers)]
     for p in procs:
         p.start()
 

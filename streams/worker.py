@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import orjson
 import redis
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.decisions import ALERT_ACTIONS, action_for, build_decision
 from streams.dlq import dlq_headers
@@ -70,11 +70,13 @@ def consumer_config(settings: Settings, group_id: str, client_id: str) -> dict[s
         "heartbeat.interval.ms": 2_000,
         "max.poll.interval.ms": 120_000,
         "fetch.wait.max.ms": 50,
+        # Input written by transactional producers is read only once committed.
+        "isolation.level": "read_committed",
     }
 
 
-def producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
-    return {
+def producer_config(settings: Settings, client_id: str, transactional_id: str | None = None) -> dict[str, Any]:
+    conf: dict[str, Any] = {
         **settings.kafka_config(),
         "client.id": client_id,
         "enable.idempotence": True,
@@ -83,29 +85,60 @@ def producer_config(settings: Settings, client_id: str) -> dict[str, Any]:
         "compression.type": "lz4",
         "message.timeout.ms": 120_000,
     }
+    if transactional_id:
+        conf["transactional.id"] = transactional_id
+        # A crashed worker's open transaction blocks read_committed readers of its
+        # output partitions until the coordinator aborts it: keep that short.
+        conf["transaction.timeout.ms"] = 15_000
+        conf["message.timeout.ms"] = 15_000  # librdkafka requires <= transaction.timeout.ms
+    return conf
 
 
 class Worker:
     """One consumer-group member running one pipeline."""
 
     def __init__(self, settings: Settings, scorer: Scorer, topics: Topics, group_id: str,
-                 client_id: str = "streaminfer", *, consumer: Any = None, producer: Any = None) -> None:
+                 client_id: str = "streaminfer", *, transactional_id: str | None = None,
+                 stop_event: threading.Event | None = None, consumer: Any = None, producer: Any = None) -> None:
+        """``transactional_id`` switches on exactly-once mode; it must be stable for a
+        worker across restarts (so a restart fences its predecessor) and unique among
+        live workers."""
         self.settings = settings
         self.scorer = scorer
         self.topics = topics
         self.group_id = group_id
         self.client_id = client_id
+        self.transactional_id = transactional_id
         self.stats = WorkerStats()
-        self.stop_event = threading.Event()
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
         self._delivery_errors: list[KafkaError] = []
         # Injectable so unit tests can drive a batch without a broker.
         self.consumer = consumer if consumer is not None else Consumer(consumer_config(settings, group_id, client_id))
-        self.producer = producer if producer is not None else Producer(producer_config(settings, client_id))
+        self.producer = producer if producer is not None else self._new_producer()
 
     # -- delivery ---------------------------------------------------------
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
         if err is not None:
             self._delivery_errors.append(err)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.transactional_id is not None
+
+    def _new_producer(self) -> Any:
+        producer = Producer(producer_config(self.settings, self.client_id, self.transactional_id))
+        if self.transactional_id:
+            # Fences an older producer with this id and aborts its open transaction.
+            # Bounded waits, so a stop request is seen while the broker is away.
+            while True:
+                try:
+                    producer.init_transactions(10)
+                    break
+                except KafkaException as exc:
+                    if exc.args[0].fatal() or self.stop_event.is_set():
+                        raise
+                    log.warning("init_transactions: %s; retrying", exc)
+        return producer
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] | None = None) -> None:
         while True:
@@ -126,7 +159,7 @@ class Worker:
             errs, self._delivery_errors = self._delivery_errors, []
             if any(e.fatal() for e in errs):
                 log.error("producer hit a fatal error (%s); building a new one", errs[0])
-                self.producer = Producer(producer_config(self.settings, self.client_id))
+                self.producer = self._new_producer()
             raise DeliveryError(f"{len(errs)} records not acknowledged: {errs[0]}")
 
     # -- scoring ----------------------------------------------------------
@@ -193,6 +226,8 @@ class Worker:
         pipeline = self.scorer.pipeline
         alerts = ALERT_ACTIONS[pipeline]
         actions: Counter[str] = Counter()
+        if self.exactly_once:
+            self.producer.begin_transaction()
         for i, (m, e) in enumerate(zip(good, events)):
             assert scored is not None
             score = float(scored.scores[i])
@@ -213,26 +248,81 @@ class Worker:
             actions[action] += 1
         for m, exc in failed:
             self._produce(self.topics.dlq, m.key(), m.value() or b"", dlq_headers(m, exc, pipeline, now))
-        try:
-            self._flush()
-        except DeliveryError as exc:
-            log.error("%s: %s; rewinding to decide the batch again", pipeline, exc)
-            self.stats.redeliveries += 1
-            for (topic, part), off in first.items():
-                self.consumer.seek(TopicPartition(topic, part, off))
-            return
         offsets = [TopicPartition(t, p, o) for (t, p), o in commit.items()]
-        try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            # Typically a rebalance took the partitions: their new owner decides
-            # the batch again (a repeat, never a loss).
-            log.warning("%s: commit failed (%s); the batch may be decided again", pipeline, exc)
+        done = self._commit_transaction(offsets) if self.exactly_once else self._flush_and_commit(offsets, first)
+        if not done:
+            self.stats.redeliveries += 1
+            return
         self.stats.batches += 1
         self.stats.events_in += len(good) + len(failed)
         self.stats.decisions += len(good)
         self.stats.dlq += len(failed)
         self.stats.actions.update(actions)
+
+    def _flush_and_commit(self, offsets: list[TopicPartition], first: dict[tuple[str, int], int]) -> bool:
+        """At-least-once: commit only after every record of the batch is acknowledged."""
+        try:
+            self._flush()
+        except DeliveryError as exc:
+            log.error("%s: %s; rewinding to decide the batch again", self.scorer.pipeline, exc)
+            self._seek({tp: off for tp, off in first.items()})
+            return False
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Typically a rebalance took the partitions: their new owner decides
+            # the batch again (a repeat, never a loss).
+            log.warning("%s: commit failed (%s); the batch may be decided again", self.scorer.pipeline, exc)
+        return True
+
+    def _commit_transaction(self, offsets: list[TopicPartition]) -> bool:
+        """Exactly-once: the batch's outputs and its input offsets commit atomically.
+
+        On an abortable error the transaction is aborted; on a fatal error, or when
+        the commit's outcome is unclear, the producer is rebuilt (which fences the
+        old one and settles its transaction). Either way the consumer goes back to
+        the group's committed offsets, so the batch is decided again only if its
+        transaction did not commit.
+        """
+        pipeline = self.scorer.pipeline
+        try:
+            self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), -1)
+            self.producer.commit_transaction(-1)
+            return True
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.txn_requires_abort():
+                log.warning("%s: transaction aborted (%s); deciding the batch again", pipeline, err)
+                try:
+                    self.producer.abort_transaction(-1)
+                except KafkaException as abort_exc:
+                    log.error("%s: abort failed (%s); building a new producer", pipeline, abort_exc)
+                    self.producer = self._new_producer()
+            else:
+                log.error("%s: transaction failed (%s, fatal=%s); building a new producer", pipeline, err, err.fatal())
+                self.producer = self._new_producer()
+        self._seek_committed([TopicPartition(tp.topic, tp.partition) for tp in offsets])
+        return False
+
+    def _seek(self, offsets: dict[tuple[str, int], int]) -> None:
+        for (topic, part), off in offsets.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, part, off))
+            except KafkaException as exc:  # no longer assigned: its new owner starts from the commit
+                log.info("seek %s[%d] skipped: %s", topic, part, exc)
+
+    def _seek_committed(self, partitions: list[TopicPartition]) -> None:
+        while True:
+            try:
+                committed = self.consumer.committed(partitions, timeout=10)
+                break
+            except KafkaException as exc:
+                if self.stop_event.is_set():
+                    return
+                log.warning("reading committed offsets failed (%s); retrying", exc)
+        # OFFSET_INVALID (-1001): nothing committed yet, so start from the beginning.
+        self._seek({(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                    for tp in committed})
 
     def run(self, max_idle_s: float | None = None) -> WorkerStats:
         """Consume until ``stop_event`` is set (or, for tools, ``max_idle_s`` without records)."""

@@ -35,6 +35,15 @@ def poison_transactions() -> list[tuple[str, bytes | None, bytes | None]]:
         ("null-value", b"c-1", None),
         ("null-key-empty-object", None, b"{}"),
         ("bad-ts", b"c-1", with_(ts="yesterday")),
+        ("huge-string", b"c-1", with_(card_id="c" * 100_000)),
+        ("long-id", b"c-1", with_(terminal_id="t" * 300)),
+        ("empty-event-id", b"c-1", with_(event_id="")),
+        ("empty-object-amount", b"c-1", with_(amount={})),
+        ("null-amount", b"c-1", with_(amount=None)),
+        ("bool-amount", b"c-1", with_(amount=True)),
+        ("big-int-ts", b"c-1", b'{"event_id":"e","ts":1000000000000000000000000000000,"card_id":"c","terminal_id":"t","amount":1}'),
+        ("escaped-nul", b"c-1", rb'{"event_id": "\u0000", "amount": [}'),
+        ("binary-garbage", b"\x00\x01", bytes(range(256))),
     ]
 
 
@@ -54,4 +63,10 @@ def poison_emails() -> list[tuple[str, bytes | None, bytes | None]]:
         ("nan", b"x@y.example", b'{"event_id":"n","ts":NaN,"from":"a@b","to":["x@y"],"subject":"s"}'),
         ("invalid-utf8", b"x@y.example", b'{"subject": "\xc3\x28"}'),
         ("null-value", None, None),
+        ("lone-surrogate", b"x@y.example", b'{"event_id":"e","ts":1,"from":"\\udc00","to":["x@y"],"subject":"s"}'),
+        ("deep-nesting", b"x@y.example", b'{"a":' * 2000 + b'1' + b'}' * 2000),
+        ("huge-subject", b"x@y.example", with_(subject="s" * 5000)),
+        ("attachment-nan-size", b"x@y.example", b'{"event_id":"e","ts":1,"from":"a@b","to":["x@y"],"subject":"s",'
+                                               b'"attachments":[{"size":1e999}]}'),
+        ("to-with-empty-address", None, with_(to=[""])),
     ]

@@ -10,6 +10,8 @@ import socket
 import threading
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from feature_store.store import FeatureStore, connect
 from streams.kafka_admin import ensure_topics
 from streams.pipelines import build_scorer, topics_for
@@ -28,11 +30,31 @@ def transactional_id_for(settings: Settings, pipeline: str, worker_index: int) -
     return f"{group_id_for(settings, pipeline)}.{socket.gethostname()}.{worker_index}"
 
 
+def _ensure_topics_waiting(settings: Settings, names: tuple[str, ...], stop_event: threading.Event | None) -> None:
+    """Create the topics, waiting for the broker with backoff instead of exiting:
+    a worker started during a broker outage must not become a crash loop."""
+    stop = stop_event if stop_event is not None else threading.Event()
+    backoff = 1.0
+    while True:
+        try:
+            ensure_topics(settings.kafka_config(), names, settings.partitions, settings.replication_factor,
+                          timeout_s=10)
+            return
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.fatal() or stop.is_set():
+                raise
+            log.warning("creating topics: broker unavailable (%s); retrying in %.0fs", err, backoff)
+            if stop.wait(backoff):
+                return  # a stop request: the worker loop then ends at once, exit 0
+            backoff = min(backoff * 2, 10.0)
+
+
 def build_worker(settings: Settings, pipeline: str, *, model_version: str | None = None,
                  exactly_once: bool = False, worker_index: int = 0, stop_event: threading.Event | None = None
                  ) -> Worker:
     topics = topics_for(pipeline, settings.topic_prefix)
-    ensure_topics(settings.kafka_config(), topics.all(), settings.partitions, settings.replication_factor)
+    _ensure_topics_waiting(settings, topics.all(), stop_event)
     store = FeatureStore(connect(settings.redis_url.get(), settings.redis_timeout_s), settings.feature_namespace)
     scorer = build_scorer(pipeline, store, str(settings.model_dir), settings.device, settings.emit_features, model_version)
     client_id = f"streaminfer-{pipeline}-{socket.gethostname()}-{os.getpid()}"

@@ -30,3 +30,14 @@ def namespace_pattern(namespace: str) -> bytes:
     for ch in "\\*?[]":
         ns = ns.replace(ch, "\\" + ch)
     return f"si:{ns}:*".encode()
+
+
+def applied_key(namespace: str, view: str, entity_id: str, day: int) -> bytes:
+    """The per-entity, per-day set (a hash: event id -> contribution) of events already
+    counted into a stream view; it shares the entity's hash tag (same cluster slot)."""
+    return feature_key(namespace, view + ".applied", entity_id) + b":%d" % day
+
+
+def watermark_key(namespace: str, stream: str) -> bytes:
+    """A label stream's watermark (newest label time materialised), per namespace."""
+    return feature_key(namespace, "watermark", stream)

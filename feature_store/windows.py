@@ -45,9 +45,9 @@ class DayWindows:
         self.counts[day] = self.counts.get(day, 0) + 1
         self.sums[day] = self.sums.get(day, 0.0) + amount
 
-    def prune(self, newest_day: int) -> list[int]:
+    def prune(self, newest_day: int, horizon_days: int = HORIZON_DAYS) -> list[int]:
         """Drop buckets outside the horizon; return the days dropped."""
-        old = [d for d in self.counts if d <= newest_day - HORIZON_DAYS]
+        old = [d for d in self.counts if d <= newest_day - horizon_days]
         for d in old:
             self.counts.pop(d, None)
             self.sums.pop(d, None)

@@ -172,6 +172,7 @@ class SimResult:
             yield {
                 "event_id": f"tx-{int(self.tx_id[i])}",
                 "card_id": f"c-{int(self.customer_id[i])}",
+                "terminal_id": f"t-{int(self.terminal_id[i])}",
                 "is_fraud": bool(self.is_fraud[i]),
                 "scenario": int(self.scenario[i]),
                 "event_ts": format_ts(ts),

@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from feature_store.fraud import FRAUD_FEATURES, apply_transaction, fraud_features
-from feature_store.windows import DayWindows, day_of
+from feature_store.fraud import RISK_HORIZON_DAYS, FRAUD_FEATURES, apply_label, apply_transaction, fraud_features
+from feature_store.windows import DAY_S, DayWindows, day_of
 from models.artifacts import METADATA_FILE, Artifact, ArtifactError, save_artifact
 from models.fraud_model import FraudModel, build_mlp, default_arch, safe_std
 from models.fraud_sim import (
@@ -126,19 +126,31 @@ def quick_config(seed: int = 7) -> TrainConfig:
 # --------------------------------------------------------------------------- features
 
 
-def build_features(sim: SimResult, log: Callable[[str], Any] | None = None) -> np.ndarray:
+def build_features(sim: SimResult, log: Callable[[str], Any] | None = None,
+                   label_delay_days: float = LABEL_DELAY_DAYS) -> np.ndarray:
     """Feature rows ``[n, len(FRAUD_FEATURES)]`` float32 for every transaction, in time order.
 
     Uses the serving code path: per event ``fraud_features`` on the card's and the
-    terminal's windows, then ``apply_transaction``. Windows are pruned to the
-    horizon as days pass (a pure speed-up: in time order no pruned bucket is ever
-    inside a window).
+    terminal's windows and the terminal's label buckets, then ``apply_transaction``.
+    Labels are point in time: a transaction's label (``is_fraud``) is counted into
+    its terminal's label buckets only once ``label_ts = ts + label_delay_days``
+    has passed, i.e. before every event with ``ts >= label_ts`` (what the label
+    app has materialised by then, with no lag). Windows are pruned to their
+    horizon as days pass (a pure speed-up: in time order no pruned bucket is
+    ever inside a window).
     """
     n = len(sim)
     X = np.empty((n, len(FRAUD_FEATURES)), dtype=np.float32)
     cards: dict[int, DayWindows] = {}
     terms: dict[int, DayWindows] = {}
+    risks: dict[int, DayWindows] = {}
     ts_l = sim.ts_s.astype(np.float64).tolist()
+    lab_ts = sim.ts_s.astype(np.float64) + float(label_delay_days) * DAY_S
+    lab_order = np.argsort(lab_ts, kind="stable")
+    lab_ts_l = lab_ts[lab_order].tolist()
+    lab_row_l = lab_order.tolist()
+    fraud_l = sim.is_fraud.tolist()
+    j = 0
     am_l = sim.amount.tolist()
     cu_l = sim.customer_id.tolist()
     te_l = sim.terminal_id.tolist()
@@ -152,14 +164,23 @@ def build_features(sim: SimResult, log: Callable[[str], Any] | None = None) -> n
                 w.prune(d)
             for w in terms.values():
                 w.prune(d)
+            for w in risks.values():
+                w.prune(d, RISK_HORIZON_DAYS)
             last_prune = d
+        while j < n and lab_ts_l[j] <= ts:
+            r = lab_row_l[j]
+            rw = risks.get(te_l[r])
+            if rw is None:
+                rw = risks[te_l[r]] = DayWindows()
+            apply_label(ts_l[r], fraud_l[r], rw)
+            j += 1
         c = cards.get(cu_l[i])
         if c is None:
             c = cards[cu_l[i]] = DayWindows()
         t = terms.get(te_l[i])
         if t is None:
             t = terms[te_l[i]] = DayWindows()
-        X[i] = fraud_features(ts, am_l[i], c, t)
+        X[i] = fraud_features(ts, am_l[i], c, t, risks.get(te_l[i]))
         apply_transaction(ts, am_l[i], c, t)
     if log:
         log(f"features: {n:,} rows in {time.perf_counter() - t0:.1f}s")

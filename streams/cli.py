@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tp = sub.add_parser("topics", help="create the pipelines' topics if missing")
     tp.set_defaults(func=_cmd_topics)
+
+    from feature_store.cli import register as register_features
+
+    register_features(sub)
     return p
 
 

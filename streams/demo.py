@@ -9,6 +9,7 @@ workers with SIGTERM, and prints a summary.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import signal
@@ -23,6 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from feature_store.keys import namespace_pattern
 from feature_store.store import connect
@@ -30,9 +32,6 @@ from models.artifacts import load_artifact
 from streams.kafka_admin import ensure_topics
 from streams.pipelines import topics_for
 from streams.settings import Settings
-
-DEMO_NAMESPACE = "demo"
-
 
 def _producer(settings: Settings) -> Producer:
     return Producer({**settings.kafka_config(), "enable.idempotence": True, "acks": "all", "linger.ms": 5})
@@ -58,15 +57,6 @@ def _send(producer: Producer, topic: str, records: Iterator[tuple[bytes | None, 
         n += 1
     producer.flush(60)
     return n
-
-
-def _end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    c = Consumer({**settings.kafka_config(), "group.id": f"demo-{uuid.uuid4().hex}"})
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-    finally:
-        c.close()
 
 
 def _read_from(settings: Settings, topic: str, start: dict[int, int], want: set[str] | None, timeout_s: float,
@@ -108,12 +98,50 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def _start_worker(pipeline: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A `streaminfer` process, its output in .stack/logs/demo-<name>.log."""
     logdir = Path(env.get("STREAMINFER_DEMO_LOGDIR", ".stack/logs"))
     logdir.mkdir(parents=True, exist_ok=True)
-    log = open(logdir / f"demo-{pipeline}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "streams.cli", "run", pipeline], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    log = open(logdir / f"demo-{name}.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "streams.cli", *argv], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_labels(settings: Settings, last_label_ts: str, app: subprocess.Popen[bytes], timeout_s: float
+                 ) -> float | None:
+    """Seconds until the label app's fraud watermark in Redis reaches the last label sent
+    (None if it does not in time, or the app exited)."""
+    from feature_store.keys import watermark_key
+    from feature_store.labels import FRAUD_STREAM
+    from streams.events import parse_ts
+
+    want = parse_ts(last_label_ts)
+    r = connect(settings.redis_url.get())
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < timeout_s and app.poll() is None:
+            v = r.get(watermark_key(settings.feature_namespace, FRAUD_STREAM))
+            if v is not None and float(v) >= want:
+                return time.monotonic() - t0
+            time.sleep(0.5)
+        return None
+    finally:
+        r.close()
+
+
+def _clean_up(settings: Settings) -> None:
+    """Delete the run's topics (the label app's changelogs share the prefix) and feature keys."""
+    admin = AdminClient(settings.kafka_config())
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)]
+    if names:
+        for fut in admin.delete_topics(names, operation_timeout=30).values():
+            try:
+                fut.result()
+            except Exception as exc:  # report, never fail the demo on clean-up
+                print(f"could not delete a demo topic: {exc}", file=sys.stderr)
+    r = connect(settings.redis_url.get())
+    for k in r.scan_iter(match=namespace_pattern(settings.feature_namespace), count=1000):
+        r.delete(k)
+    r.close()
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
@@ -162,15 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", default="data/spamassassin")
     args = ap.parse_args(argv)
 
-    settings = Settings.from_env()
-    run = f"demo{uuid.uuid4().hex[:6]}"
+    base = Settings.from_env()
+    run = f"demo-{uuid.uuid4().hex[:6]}"
+    # Each run has its own topics (prefix), feature namespace and label-app state, so
+    # reruns start alike and nothing of production is touched; all removed at the end.
+    settings = dataclasses.replace(base, topic_prefix=f"{base.topic_prefix}{run}.", feature_namespace=run)
     fraud_t, spam_t = topics_for("fraud", settings.topic_prefix), topics_for("spam", settings.topic_prefix)
-    ensure_topics(settings.kafka_config(), fraud_t.all() + spam_t.all(), settings.partitions, settings.replication_factor)
-    # The demo's features live in their own namespace, cleared first, so reruns start alike.
-    r = connect(settings.redis_url.get())
-    for k in r.scan_iter(match=namespace_pattern(DEMO_NAMESPACE), count=1000):
-        r.delete(k)
-    r.close()
+    label_topics = (settings.topic("fraud.labels"), settings.topic("spam.feedback"))
+    ensure_topics(settings.kafka_config(), fraud_t.all() + spam_t.all() + label_topics, settings.partitions,
+                  settings.replication_factor)
 
     from models.corpus import load_corpus, split_of
     from models.fraud_sim import SimConfig, generate
@@ -178,56 +206,66 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.monotonic()
     sim = generate(SimConfig(n_customers=1000, n_terminals=2000, n_days=35, start_date="2026-10-01", seed=2026))
     events = list(sim.events())[: args.transactions]
-    fraud_labels = {}
-    tx_records = []
-    for i, e in enumerate(events):
-        e["event_id"] = f"{run}-{e['event_id']}"
-        fraud_labels[e["event_id"]] = int(sim.is_fraud[i])
-        tx_records.append((e["card_id"].encode(), orjson.dumps(e)))
+    fraud_labels = {e["event_id"]: int(sim.is_fraud[i]) for i, e in enumerate(events)}
+    tx_records = [(e["card_id"].encode(), orjson.dumps(e)) for e in events]
     emails = [m for m in load_corpus(args.corpus) if split_of(m.file_name) == "test"]
     # The corpus lists ham folders before spam ones; a seeded shuffle mixes them in time.
     random.Random(2026).shuffle(emails)
     emails = emails[: args.emails]
-    spam_labels = {}
-    mail_records = []
-    for m in emails:
-        ev = dict(m.event, event_id=f"{run}-{m.event['event_id']}")
-        spam_labels[ev["event_id"]] = m.label
-        mail_records.append((ev["to"][0].encode(), orjson.dumps(ev)))
+    spam_labels = {m.event["event_id"]: m.label for m in emails}
+    mail_records = [(m.event["to"][0].encode(), orjson.dumps(m.event)) for m in emails]
+    n_paced = min(len(tx_records), int(args.paced_rate * args.paced_seconds))
+    warm, paced = tx_records[: len(tx_records) - n_paced], tx_records[len(tx_records) - n_paced:]
+    mail_warm, mail_paced = mail_records[: len(mail_records) // 2], mail_records[len(mail_records) // 2:]
+    # Ground truth that has arrived by the time the traffic is scored: chargebacks (7 days
+    # after each transaction) and user reports on the first half of the emails.
+    labels = [(r["card_id"].encode(), orjson.dumps(r)) for r in sim.labels(stop=len(events))]
+    feedback = [(m.event["from"].encode(), orjson.dumps({"event_id": m.event["event_id"], "sender": m.event["from"],
+                                                           "label": "spam" if m.label else "ham", "ts": m.event["ts"]}))
+                for m in emails[: len(emails) // 2]]
 
-    start = {t: _end_offsets(settings, t) for t in (fraud_t.decisions, fraud_t.dlq, spam_t.decisions, spam_t.dlq)}
-    env = {**os.environ, "STREAMINFER_FEATURE_NAMESPACE": DEMO_NAMESPACE}
-    workers = {p: _start_worker(p, env) for p in ("fraud", "spam")}
+    env = {**os.environ, "STREAMINFER_TOPIC_PREFIX": settings.topic_prefix,
+           "STREAMINFER_FEATURE_NAMESPACE": settings.feature_namespace,
+           "STREAMINFER_LABELS_DATA_DIR": str(Path(".stack") / "faust" / run)}
+    Path(env["STREAMINFER_LABELS_DATA_DIR"]).parent.mkdir(parents=True, exist_ok=True)
+    procs = {"labels": _start("labels", ["features", "run"], env)}
+    codes: dict[str, int] = {}
     try:
         prod = _producer(settings)
-        n_paced = min(len(tx_records), int(args.paced_rate * args.paced_seconds))
-        warm, paced = tx_records[: len(tx_records) - n_paced], tx_records[len(tx_records) - n_paced:]
-        mail_paced = mail_records[len(mail_records) // 2:]
         print(f"demo {run}: {len(tx_records)} transactions ({len(paced)} paced at {args.paced_rate:.0f}/s), "
-              f"{len(mail_records)} emails ({len(mail_paced)} paced), plus a few bad records", flush=True)
+              f"{len(mail_records)} emails ({len(mail_paced)} paced), {len(labels)} fraud labels, "
+              f"{len(feedback)} spam reports, plus a few bad records", flush=True)
+        _send(prod, label_topics[0], iter(labels))
+        _send(prod, label_topics[1], iter(feedback))
+        labels_s = _wait_labels(settings, max(orjson.loads(v)["label_ts"] for _, v in labels), procs["labels"],
+                                timeout_s=180)
+        print(f"labels materialised in Redis after {labels_s:.1f} s" if labels_s is not None
+              else "labels NOT fully materialised (see .stack/logs/demo-labels.log); scoring goes on", flush=True)
+        procs.update({p: _start(p, ["run", p], env) for p in ("fraud", "spam")})
         _send(prod, fraud_t.input, iter(warm + _poison("fraud", run)))
-        _send(prod, spam_t.input, iter(mail_records[: len(mail_records) // 2] + _poison("spam", run)))
+        _send(prod, spam_t.input, iter(mail_warm + _poison("spam", run)))
+        start0 = {t: {p: 0 for p in range(settings.partitions)} for t in (fraud_t.decisions, spam_t.decisions)}
         # Let the warm-up drain, so the paced phase measures latency, not backlog.
-        warm_ids = {orjson.loads(v)["event_id"] for _, v in warm + mail_records[: len(mail_records) // 2]}
-        _read_from(settings, fraud_t.decisions, start[fraud_t.decisions], warm_ids & set(fraud_labels), 300, 0)
-        _read_from(settings, spam_t.decisions, start[spam_t.decisions], warm_ids & set(spam_labels), 300, 0)
+        warm_ids = {orjson.loads(v)["event_id"] for _, v in warm + mail_warm}
+        _read_from(settings, fraud_t.decisions, start0[fraud_t.decisions], warm_ids & set(fraud_labels), 300, 0)
+        _read_from(settings, spam_t.decisions, start0[spam_t.decisions], warm_ids & set(spam_labels), 300, 0)
         _send(prod, fraud_t.input, iter(paced), rate_per_s=args.paced_rate)
         _send(prod, spam_t.input, iter(mail_paced), rate_per_s=min(args.paced_rate, 200.0))
         paced_ids = {orjson.loads(v)["event_id"] for _, v in paced + mail_paced}
-        fd = _read_from(settings, fraud_t.decisions, start[fraud_t.decisions], set(fraud_labels), 300)
-        sd = _read_from(settings, spam_t.decisions, start[spam_t.decisions], set(spam_labels), 300)
-        fq = _read_from(settings, fraud_t.dlq, start[fraud_t.dlq], None, 5)
-        sq = _read_from(settings, spam_t.dlq, start[spam_t.dlq], None, 5)
+        fd = _read_from(settings, fraud_t.decisions, start0[fraud_t.decisions], set(fraud_labels), 300)
+        sd = _read_from(settings, spam_t.decisions, start0[spam_t.decisions], set(spam_labels), 300)
+        fq = _read_from(settings, fraud_t.dlq, {p: 0 for p in range(settings.partitions)}, None, 5)
+        sq = _read_from(settings, spam_t.dlq, {p: 0 for p in range(settings.partitions)}, None, 5)
     finally:
-        codes = {p: _stop(w) for p, w in workers.items()}
-    fd = [m for m in fd if orjson.loads(m.value())["event_id"].startswith(run)]
-    sd = [m for m in sd if orjson.loads(m.value())["event_id"].startswith(run)]
+        codes = {p: _stop(w) for p, w in procs.items()}
+        _clean_up(settings)
     summary = {
         "run": run,
         "seconds": round(time.monotonic() - t_start, 1),
         "fraud": _summarise("fraud", fd, fq, paced_ids, fraud_labels, len(tx_records) + 3, _model_info(settings, "fraud-mlp")),
         "spam": _summarise("spam", sd, sq, paced_ids, spam_labels, len(mail_records) + 2, _model_info(settings, "spam-ngram")),
-        "worker_exit_codes": codes,
+        "labels_materialised_s": labels_s,
+        "exit_codes": codes,
     }
     _print(summary)
     print(orjson.dumps(summary).decode())
@@ -262,7 +300,7 @@ def _print(s: dict[str, Any]) -> None:
         v = x["vs_labels"]
         print(f"  against labels: {v['positives']} positives, {v['flagged']} flagged, precision {v['precision']}, "
               f"recall {v['recall']}")
-    print(f"\nworkers exited with {s['worker_exit_codes']}\n")
+    print(f"\nprocesses exited with {s['exit_codes']}; the run's topics and feature keys were removed\n")
 
 
 if __name__ == "__main__":

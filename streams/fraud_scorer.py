@@ -1,35 +1,36 @@
-"""Fraud scoring: card and terminal windows, the MLP, once per batch."""
+"""Fraud scoring: card and terminal windows, terminal label risk, the MLP, once per batch."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
-import numpy as np
-
-from feature_store.fraud import FRAUD_FEATURES, apply_transaction, fraud_features
-from feature_store.views import CARD_WINDOWS, TERMINAL_WINDOWS
+from feature_store.batch import fraud_batch
+from feature_store.fraud import FRAUD_FEATURES
+from feature_store.store import FeatureStore
 from streams.decisions import reasons_for
 from streams.events import Transaction, decode_transaction
-from streams.pipelines import ModelScorer, Scored, features_by_name
+from streams.pipelines import ModelScorer, Scored, features_by_name, model_columns
 
 
 class FraudScorer(ModelScorer):
     pipeline = "fraud"
 
+    def __init__(self, model: Any, store: FeatureStore, emit_features: bool = False) -> None:
+        super().__init__(model, store, emit_features)
+        names = tuple(getattr(model, "features", None) or model.metadata.get("features") or ())
+        #: The model's features (from its artifact metadata) and their columns in the computed rows.
+        self.feature_names, self._cols = model_columns(names, FRAUD_FEATURES, "fraud")
+
     def decode(self, value: bytes | None) -> Transaction:
         return decode_transaction(value)
 
     def score(self, events: Sequence[Transaction]) -> Scored:
-        wanted = [(CARD_WINDOWS, e.card_id) for e in events] + [(TERMINAL_WINDOWS, e.terminal_id) for e in events]
-        snap = self.store.read(wanted)
-        rows = np.empty((len(events), len(FRAUD_FEATURES)), dtype=np.float32)
-        for i, e in enumerate(events):
-            card = snap.get(CARD_WINDOWS, e.card_id)
-            term = snap.get(TERMINAL_WINDOWS, e.terminal_id)
-            rows[i] = fraud_features(e.ts_s, e.amount, card, term)
-            apply_transaction(e.ts_s, e.amount, card, term)
-        scores = self.model.predict(rows)
+        rows, defaulted, snap = fraud_batch(self.store, events)
+        x = rows if self._cols is None else rows[:, self._cols]
+        scores = self.model.predict(x)
         self.store.write(snap)
-        reasons = reasons_for(rows, FRAUD_FEATURES, self.model.mean, self.model.std)
-        feats = features_by_name(rows, FRAUD_FEATURES) if self.emit_features else None
-        return Scored(scores, reasons, feats, [[] for _ in events])
+        names = set(self.feature_names)
+        defaulted = [[f for f in d if f in names] for d in defaulted]
+        reasons = reasons_for(x, self.feature_names, self.model.mean, self.model.std)
+        feats = features_by_name(x, self.feature_names) if self.emit_features else None
+        return Scored(scores, reasons, feats, defaulted)

@@ -82,6 +82,21 @@ def features_by_name(rows: np.ndarray, names: Sequence[str]) -> list[dict[str, f
     return [dict(zip(names, map(float, row))) for row in rows]
 
 
+def model_columns(model_features: Sequence[str], computed: Sequence[str], pipeline: str
+                  ) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """The model's feature names (from its artifact metadata) and their columns in the
+    rows this code computes (``None``: the same order). A feature this code cannot
+    compute fails here, clearly, instead of scoring with a wrong column."""
+    names = tuple(model_features) or tuple(computed)
+    missing = [f for f in names if f not in computed]
+    if missing:
+        raise ValueError(f"{pipeline} model needs features this code does not compute: {missing}; "
+                         f"computed: {list(computed)}")
+    if names == tuple(computed):
+        return names, None
+    return names, np.array([list(computed).index(f) for f in names], dtype=np.int64)
+
+
 def build_scorer(pipeline: str, store: FeatureStore, model_dir: str, device: str, emit_features: bool,
                  version: str | None = None) -> Scorer:
     """Load the pipeline's model (latest version unless named) and wrap it."""

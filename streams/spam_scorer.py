@@ -6,9 +6,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from feature_store.spam import SPAM_DENSE_FEATURES, apply_email, sender_keys, spam_dense_features
+from feature_store.batch import spam_batch
+from feature_store.spam import SPAM_DENSE_FEATURES
 from feature_store.store import FeatureStore
-from feature_store.views import DOMAIN_WINDOWS, SENDER_WINDOWS
 from streams.decisions import reasons_for
 from streams.events import Email, decode_email
 from streams.pipelines import ModelScorer, Scored, features_by_name
@@ -27,18 +27,10 @@ class SpamScorer(ModelScorer):
         return decode_email(value)
 
     def score(self, events: Sequence[Email]) -> Scored:
-        keys = [sender_keys(e) for e in events]
-        wanted = [(SENDER_WINDOWS, s) for s, _ in keys] + [(DOMAIN_WINDOWS, d) for _, d in keys]
-        snap = self.store.read(wanted)
-        dense = np.empty((len(events), len(SPAM_DENSE_FEATURES)), dtype=np.float32)
-        for i, (e, (s, d)) in enumerate(zip(events, keys)):
-            sw = snap.get(SENDER_WINDOWS, s)
-            dw = snap.get(DOMAIN_WINDOWS, d)
-            dense[i] = spam_dense_features(e, sw, dw)
-            apply_email(e, sw, dw)
+        dense, defaulted, snap = spam_batch(self.store, events)
         tokens = [self.model.tokens(e) for e in events]
         scores = self.model.predict(tokens, dense)
         self.store.write(snap)
         reasons = reasons_for(dense, SPAM_DENSE_FEATURES, self._mean, self._std)
         feats = features_by_name(dense, SPAM_DENSE_FEATURES) if self.emit_features else None
-        return Scored(scores, reasons, feats, [[] for _ in events])
+        return Scored(scores, reasons, feats, defaulted)

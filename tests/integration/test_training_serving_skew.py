@@ -10,6 +10,8 @@ import orjson
 import pytest
 
 from feature_store.fraud import FRAUD_FEATURES
+from feature_store.labels import materialise
+from feature_store.store import connect
 from models.fraud_model import FraudModel
 from models.fraud_sim import SimConfig, generate
 from models.train_fraud import build_features
@@ -29,6 +31,12 @@ def test_serving_features_equal_training_rows(stack: Stack, prefix: str, model_d
     assert len(events) > 300
     # One partition keeps the order the training pass used (time order) for every entity.
     settings = settings_for(stack, prefix, model_dir, emit_features=True, batch_max=64, partitions=1)
+    # The label app's output for these transactions (what it materialises from
+    # fraud.labels); the risk windows end 8 days before each event, so every label
+    # they use had arrived by then, as training assumes.
+    client = connect(stack.redis_url)
+    materialise(client, settings.feature_namespace, sim.labels())
+    client.close()
     topics = topics_for("fraud", prefix)
     worker = build_worker(settings, "fraud")
     produce_all(stack.bootstrap, topics.input, [(e["card_id"].encode(), orjson.dumps(e)) for e in events])

@@ -224,6 +224,12 @@ def test_training_rows_equal_shared_feature_function():
             card.add(int(sim.ts_s[j] // 86_400), float(sim.amount[j]))
         for j in np.flatnonzero(sim.terminal_id[:i] == t):
             term.add(int(sim.ts_s[j] // 86_400), float(sim.amount[j]))
-        expected = np.asarray(fraud_features(float(sim.ts_s[i]), float(sim.amount[i]), card, term), dtype=np.float32)
+        # terminal risk: only labels already arrived (label_ts = ts + 7 days <= the event's ts)
+        risk = DayWindows()
+        for j in np.flatnonzero((sim.terminal_id == t) & (sim.ts_s + 7 * 86_400 <= sim.ts_s[i])):
+            risk.add(int(sim.ts_s[j] // 86_400), float(sim.is_fraud[j]))
+        expected = np.asarray(fraud_features(float(sim.ts_s[i]), float(sim.amount[i]), card, term,
+                                             risk if risk.counts else None), dtype=np.float32)
         np.testing.assert_array_equal(X[i], expected)
     assert X[picks[1:], FRAUD_FEATURES.index("cust_nb_tx_30d")].max() > 0  # windows are warm
+    assert X[:, FRAUD_FEATURES.index("term_risk_30d")].max() > 0  # labels arrived

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from models.artifacts import ArtifactError, load_artifact
+from models.fraud_model import PRECISIONS, resolve_precision
 from models.runtime import select_device
 from models.text import SCHEME, hash_email_text
 from streams.events import Email
@@ -46,8 +47,17 @@ class SpamNet(nn.Module):
     def head(self, e: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """Logits from pooled embeddings ``e`` and raw dense rows."""
         z = ((dense - self.mean) / self.std).clamp(-self.clip, self.clip)
+        if e.dtype != z.dtype:  # reduced precision (set_dtype): normalise in float32, then cast
+            z = z.to(e.dtype)
         h = torch.relu(self.fc1(torch.cat((e, z), dim=1)))
         return self.fc2(h).squeeze(1)
+
+    def set_dtype(self, dtype: torch.dtype) -> "SpamNet":
+        """Weights (embedding table and head) in ``dtype``; the normalisation buffers stay float32."""
+        self.embedding.to(dtype)
+        self.fc1.to(dtype)
+        self.fc2.to(dtype)
+        return self
 
 
 def flatten(token_ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -77,8 +87,16 @@ def build_net(metadata: dict[str, Any]) -> SpamNet:
 class SpamModel:
     NAME = "spam-ngram"
 
-    def __init__(self, net: SpamNet, metadata: dict[str, Any], version: str, device: torch.device) -> None:
+    def __init__(self, net: SpamNet, metadata: dict[str, Any], version: str, device: torch.device,
+                 precision: str = "fp32", pinned: bool = False) -> None:
+        """``precision`` and ``pinned`` act on cuda only (on cpu: the exact float32 path);
+        their effective values are the attributes of the same names."""
+        self.precision = resolve_precision(precision, device)
+        self.pinned = bool(pinned) and device.type == "cuda"
         self.net = net.to(device).eval()
+        if self.precision != "fp32":
+            self.net.set_dtype(PRECISIONS[self.precision])
+        self._host: dict[str, torch.Tensor] = {}
         self.device = device
         self.metadata = metadata
         self.name = self.NAME
@@ -94,7 +112,12 @@ class SpamModel:
         self._char_ngrams = tuple(int(k) for k in text.get("char_ngrams", ()))
 
     @classmethod
-    def load(cls, model_dir: str | Path, version: str | None = None, device: str = "auto") -> "SpamModel":
+    def load(cls, model_dir: str | Path, version: str | None = None, device: str = "auto",
+             precision: str = "fp32", pinned: bool = False) -> "SpamModel":
+        """Load ``<model_dir>/spam-ngram/<version>`` (latest by default); the cuda options
+        default to the plain float32 path (``ops/bench_gpu.py`` measures them)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         art = load_artifact(Path(model_dir), cls.NAME, version)
         meta = art.metadata
         if meta.get("kind") != "spam":
@@ -109,7 +132,7 @@ class SpamModel:
         if missing:
             raise ArtifactError(f"{art.path} lacks tensors {sorted(missing)}")
         net.load_state_dict(state, strict=True)
-        return cls(net, meta, art.version, select_device(device))
+        return cls(net, meta, art.version, select_device(device), precision=precision, pinned=pinned)
 
     def tokens(self, email: Email) -> np.ndarray:
         return hash_email_text(email.subject, email.body, self._n_buckets, self._max_tokens,
@@ -122,6 +145,8 @@ class SpamModel:
         if n == 0:
             return np.empty(0, dtype=np.float32)
         flat, offsets = flatten(token_ids)
+        if self.pinned:
+            return self._predict_pinned(flat, offsets, np.ascontiguousarray(dense))
         with torch.inference_mode():
             ids_t = torch.from_numpy(flat).to(self.device)
             off_t = torch.from_numpy(offsets).to(self.device)
@@ -129,5 +154,34 @@ class SpamModel:
             scores = torch.sigmoid(self.net(ids_t, off_t, dense_t))
             return scores.float().cpu().numpy()
 
+    def _staging(self, name: str, n: int, dtype: torch.dtype, width: int = 0) -> torch.Tensor:
+        """A reused pinned host buffer of at least ``n`` rows (grown to a power of two)."""
+        buf = self._host.get(name)
+        if buf is None or buf.shape[0] < n:
+            cap = 1 << max(0, (n - 1).bit_length())
+            buf = torch.empty((cap, width) if width else (cap,), dtype=dtype, pin_memory=True)
+            self._host[name] = buf
+        return buf[:n]
+
+    def _predict_pinned(self, flat: np.ndarray, offsets: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        """cuda only: stage into reused pinned buffers, copy without blocking, wait once at the end."""
+        n = offsets.shape[0]
+        ids_h = self._staging("ids", max(1, flat.shape[0]), torch.int64)[: flat.shape[0]]
+        off_h = self._staging("offsets", n, torch.int64)
+        dense_h = self._staging("dense", n, torch.float32, dense.shape[1])
+        out_h = self._staging("out", n, torch.float32)
+        ids_h.copy_(torch.from_numpy(flat))
+        off_h.copy_(torch.from_numpy(offsets))
+        dense_h.copy_(torch.from_numpy(dense))
+        with torch.inference_mode():
+            ids_t = ids_h.to(self.device, non_blocking=True)
+            off_t = off_h.to(self.device, non_blocking=True)
+            dense_t = dense_h.to(self.device, non_blocking=True)
+            scores = torch.sigmoid(self.net(ids_t, off_t, dense_t).float())
+            out_h.copy_(scores, non_blocking=True)
+            torch.cuda.current_stream(self.device).synchronize()
+        return out_h.numpy().copy()  # the pinned buffer is reused by the next batch
+
     def close(self) -> None:
+        self._host = {}
         self.net = None  # type: ignore[assignment]

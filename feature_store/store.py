@@ -19,8 +19,10 @@ in between, which it then sees).
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
 import redis
@@ -31,6 +33,14 @@ from redis.retry import Retry
 from feature_store.keys import applied_key, feature_key, watermark_key
 from feature_store.views import DEFAULTED, PRESENT, STALE, VIEWS_BY_NAME, WATERMARK_OF, FeatureView
 from feature_store.windows import DayWindows, count_field, sum_field
+
+log = logging.getLogger(__name__)
+
+#: Failures of Redis itself (not of a request): what the outage policy covers.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError,
+                                                        redis.BusyLoadingError)
+#: What a pipeline does while Redis is unavailable.
+ON_UNAVAILABLE = ("pause", "defaults")
 
 
 #: Applies one entity's batch in a single command (all its keys share one hash tag,
@@ -110,6 +120,8 @@ class WindowSnapshot:
     entries: dict[tuple[str, str], _Entry] = field(default_factory=dict)
     #: Label-stream watermarks (epoch seconds) read with the batch, by stream name.
     watermarks: dict[str, float | None] = field(default_factory=dict)
+    #: Redis was unavailable: every view reads as its defaults and nothing is written.
+    unavailable: bool = False
 
     def get(self, view: FeatureView, entity_id: str) -> DayWindows:
         return self.entries[(view.name, entity_id)].windows
@@ -135,6 +147,8 @@ class WindowSnapshot:
         """``present``, ``defaulted`` (the store knew nothing; the fields' defaults were
         used) or ``stale`` (the view's writer lags the event by more than its freshness)."""
         e = self.entries[(view.name, entity_id)]
+        if self.unavailable:
+            return DEFAULTED
         if view.freshness_s is not None:
             wm = self.watermarks.get(WATERMARK_OF.get(view.name, view.name))
             if wm is None:
@@ -153,7 +167,7 @@ class WindowSnapshot:
         return {f: st for f in view.field_names}
 
 
-def connect(url: str, timeout_s: float = 2.0) -> "redis.Redis | redis.RedisCluster":
+def connect(url: str, timeout_s: float = 0.5) -> "redis.Redis | redis.RedisCluster":
     """A client with bounded timeouts and retries; ``?cluster=1`` or a
     ``redis+cluster://`` URL gives a Redis Cluster client."""
     parts = urlsplit(url)
@@ -166,13 +180,13 @@ def connect(url: str, timeout_s: float = 2.0) -> "redis.Redis | redis.RedisClust
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
         )
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
         health_check_interval=30,
     )
@@ -181,9 +195,24 @@ def connect(url: str, timeout_s: float = 2.0) -> "redis.Redis | redis.RedisClust
 class FeatureStore:
     """Window reads and writes for one namespace (``prod``, a replay's, a test's)."""
 
-    def __init__(self, client: "redis.Redis | redis.RedisCluster", namespace: str) -> None:
+    def __init__(self, client: "redis.Redis | redis.RedisCluster", namespace: str, *,
+                 on_unavailable: str = "pause", retry_after_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``on_unavailable``: ``pause`` lets Redis errors propagate (the worker retries
+        the batch and commits nothing meanwhile); ``defaults`` answers reads with
+        default features (``WindowSnapshot.unavailable``), skips writes, and does not
+        touch Redis again for ``retry_after_s`` (so a frozen Redis costs one timeout
+        per interval, not one per batch)."""
+        if on_unavailable not in ON_UNAVAILABLE:
+            raise ValueError(f"on_unavailable must be one of {ON_UNAVAILABLE}, got {on_unavailable!r}")
         self.client = client
         self.namespace = namespace
+        self.on_unavailable = on_unavailable
+        self.retry_after_s = retry_after_s
+        self._clock = clock
+        self._down_until = float("-inf")
+        #: Batches answered with defaults because Redis was unavailable.
+        self.degraded_batches = 0
         #: Redis round trips made, for benchmarks and tests.
         self.round_trips = 0
         #: Event-entity pairs newly counted by the last write (replays excluded).
@@ -192,6 +221,32 @@ class FeatureStore:
 
     def read(self, wanted: Iterable[tuple[FeatureView, str]],
              events: Iterable[tuple[FeatureView, str, str, int]] = ()) -> WindowSnapshot:
+        """See ``_read``; under the ``defaults`` policy an unavailable Redis gives a
+        snapshot of defaults instead of an error."""
+        if self.on_unavailable == "pause":
+            return self._read(wanted, events)
+        wanted = list(wanted)
+        if self._clock() < self._down_until:
+            return self._defaults(wanted)
+        try:
+            return self._read(wanted, events)
+        except UNAVAILABLE_ERRORS as exc:
+            self._down_until = self._clock() + self.retry_after_s
+            log.warning("feature store unavailable (%s): deciding with default features for %.0fs",
+                        exc, self.retry_after_s)
+            return self._defaults(wanted)
+
+    def _defaults(self, wanted: list[tuple[FeatureView, str]]) -> WindowSnapshot:
+        snap = WindowSnapshot(unavailable=True)
+        for view, entity_id in wanted:
+            snap.entries.setdefault((view.name, entity_id),
+                                    _Entry(feature_key(self.namespace, view.name, entity_id), view, entity_id,
+                                           DayWindows()))
+        self.degraded_batches += 1
+        return snap
+
+    def _read(self, wanted: Iterable[tuple[FeatureView, str]],
+              events: Iterable[tuple[FeatureView, str, str, int]] = ()) -> WindowSnapshot:
         """One pipelined round trip: every wanted entity's windows, the "applied"
         markers of ``events`` (view, entity, event id, day) and the label watermarks
         of the views that have a freshness. Events Redis already counted for an
@@ -294,7 +349,21 @@ class FeatureStore:
         """Write the batch in one round trip; returns the number of entities written.
 
         Idempotent per event: an event already counted for an entity is not counted
-        again, whoever counted it (this worker before a crash, another worker)."""
+        again, whoever counted it (this worker before a crash, another worker).
+        Under the ``defaults`` policy a batch decided without Redis, or a write that
+        finds Redis gone, is not counted in the windows (logged)."""
+        if snap.unavailable:
+            return 0
+        if self.on_unavailable == "pause":
+            return self._write(snap)
+        try:
+            return self._write(snap)
+        except UNAVAILABLE_ERRORS as exc:
+            self._down_until = self._clock() + self.retry_after_s
+            log.warning("feature store unavailable on write (%s): this batch is not counted in the windows", exc)
+            return 0
+
+    def _write(self, snap: WindowSnapshot) -> int:
         calls = self._calls(snap)
         if not calls:
             return 0

@@ -14,6 +14,9 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "fraud": ("allow", "review", "block"),
     "spam": ("deliver", "quarantine", "reject"),
 }
+#: The first reason of a decision made with default features because Redis was unavailable.
+FEATURE_STORE_UNAVAILABLE = "feature_store_unavailable"
+
 #: Actions that also go to the pipeline's action topic.
 ALERT_ACTIONS: dict[str, frozenset[str]] = {
     "fraud": frozenset({"review", "block"}),

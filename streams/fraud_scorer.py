@@ -31,6 +31,6 @@ class FraudScorer(ModelScorer):
         self.store.write(snap)
         names = set(self.feature_names)
         defaulted = [[f for f in d if f in names] for d in defaulted]
-        reasons = reasons_for(x, self.feature_names, self.model.mean, self.model.std)
+        reasons = self.say_why(reasons_for(x, self.feature_names, self.model.mean, self.model.std), snap.unavailable)
         feats = features_by_name(x, self.feature_names) if self.emit_features else None
         return Scored(scores, reasons, feats, defaulted)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from feature_store.store import FeatureStore
-from streams.decisions import check_thresholds
+from streams.decisions import FEATURE_STORE_UNAVAILABLE, check_thresholds
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,11 @@ class ModelScorer:
     def close(self) -> None:
         self.model.close()
         self.store.close()
+
+    @staticmethod
+    def say_why(reasons: list[list[str]], unavailable: bool) -> list[list[str]]:
+        """Decisions made without the feature store say so first in their reasons."""
+        return [[FEATURE_STORE_UNAVAILABLE, *r] for r in reasons] if unavailable else reasons
 
 
 def features_by_name(rows: np.ndarray, names: Sequence[str]) -> list[dict[str, float]]:

@@ -55,7 +55,8 @@ def build_worker(settings: Settings, pipeline: str, *, model_version: str | None
                  ) -> Worker:
     topics = topics_for(pipeline, settings.topic_prefix)
     _ensure_topics_waiting(settings, topics.all(), stop_event)
-    store = FeatureStore(connect(settings.redis_url.get(), settings.redis_timeout_s), settings.feature_namespace)
+    store = FeatureStore(connect(settings.redis_url.get(), settings.redis_timeout_s), settings.feature_namespace,
+                         on_unavailable=settings.on_redis_down(pipeline), retry_after_s=settings.redis_retry_after_s)
     scorer = build_scorer(pipeline, store, str(settings.model_dir), settings.device, settings.emit_features, model_version)
     client_id = f"streaminfer-{pipeline}-{socket.gethostname()}-{os.getpid()}"
     txn_id = transactional_id_for(settings, pipeline, worker_index) if exactly_once else None

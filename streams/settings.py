@@ -73,7 +73,12 @@ class Settings:
     batch_max: int = 500
     batch_wait_ms: int = 5
     feature_namespace: str = "prod"
-    redis_timeout_s: float = 2.0
+    redis_timeout_s: float = 0.5
+    #: Per pipeline, what to do while Redis is unavailable: ``defaults`` (decide with
+    #: default features, marked in the decision) or ``pause`` (retry, commit nothing).
+    fraud_on_redis_down: str = "defaults"
+    spam_on_redis_down: str = "pause"
+    redis_retry_after_s: float = 5.0
     shutdown_timeout_s: float = 30.0
 
     @classmethod
@@ -102,6 +107,9 @@ class Settings:
             batch_wait_ms=int(get("BATCH_WAIT_MS", str(cls.batch_wait_ms))),
             feature_namespace=get("FEATURE_NAMESPACE", cls.feature_namespace),
             redis_timeout_s=float(get("REDIS_TIMEOUT_S", str(cls.redis_timeout_s))),
+            fraud_on_redis_down=get("FRAUD_ON_REDIS_DOWN", cls.fraud_on_redis_down),
+            spam_on_redis_down=get("SPAM_ON_REDIS_DOWN", cls.spam_on_redis_down),
+            redis_retry_after_s=float(get("REDIS_RETRY_AFTER_S", str(cls.redis_retry_after_s))),
             shutdown_timeout_s=float(get("SHUTDOWN_TIMEOUT_S", str(cls.shutdown_timeout_s))),
         )
 
@@ -111,6 +119,9 @@ class Settings:
         for k, v in self.kafka_extra.items():
             conf[k] = v.get() if isinstance(v, Secret) else v
         return conf
+
+    def on_redis_down(self, pipeline: str) -> str:
+        return {"fraud": self.fraud_on_redis_down, "spam": self.spam_on_redis_down}[pipeline]
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name

@@ -31,6 +31,6 @@ class SpamScorer(ModelScorer):
         tokens = [self.model.tokens(e) for e in events]
         scores = self.model.predict(tokens, dense)
         self.store.write(snap)
-        reasons = reasons_for(dense, SPAM_DENSE_FEATURES, self._mean, self._std)
+        reasons = self.say_why(reasons_for(dense, SPAM_DENSE_FEATURES, self._mean, self._std), snap.unavailable)
         feats = features_by_name(dense, SPAM_DENSE_FEATURES) if self.emit_features else None
         return Scored(scores, reasons, feats, defaulted)

@@ -116,3 +116,44 @@ def test_write_survives_a_flushed_script_cache(store: FeatureStore) -> None:
     snap.get(TERMINAL_WINDOWS, "t-f").add(T0 // DAY_S)
     store.write(snap)
     assert store.read([(TERMINAL_WINDOWS, "t-f")]).get(TERMINAL_WINDOWS, "t-f").window(T0 // DAY_S, 1)[0] == 2
+
+
+def test_outage_policy_defaults_answers_without_redis_and_backs_off() -> None:
+    """Against a port nothing listens on: defaults, then no further tries until retry_after."""
+    import socket
+
+    from feature_store.views import DEFAULTED
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    now = [100.0]
+    store = FeatureStore(connect(f"redis://127.0.0.1:{dead}/0", 0.2), "ns", on_unavailable="defaults",
+                         retry_after_s=5.0, clock=lambda: now[0])
+    snap = store.read([(CARD_WINDOWS, "c-1")])
+    assert snap.unavailable and snap.status(CARD_WINDOWS, "c-1", T0) == DEFAULTED
+    assert snap.get(CARD_WINDOWS, "c-1").counts == {}
+    assert store.write(snap) == 0 and store.round_trips == 0
+    calls = []
+    store._read = lambda *a, **k: calls.append(1)  # type: ignore[method-assign]
+    now[0] += 4.9
+    assert store.read([(CARD_WINDOWS, "c-1")]).unavailable and calls == []  # still backing off
+    now[0] += 0.2
+    store.read([(CARD_WINDOWS, "c-1")])
+    assert calls == [1]  # probes Redis again after retry_after_s
+    assert store.degraded_batches == 2
+
+
+def test_outage_policy_pause_raises_for_the_worker_to_retry() -> None:
+    import socket
+
+    import redis as redis_lib
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    store = FeatureStore(connect(f"redis://127.0.0.1:{dead}/0", 0.2), "ns")
+    with pytest.raises(redis_lib.ConnectionError):
+        store.read([(CARD_WINDOWS, "c-1")])
+    with pytest.raises(ValueError):
+        FeatureStore(store.client, "ns", on_unavailable="ignore")

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka import Producer
 
 from tests.kafka_util import end_offsets, read_topic
 from tests.stack import Stack
@@ -66,6 +68,25 @@ class Workers:
     def logs(self) -> str:
         return "\n".join((self.logdir / f"worker-{i}.log").read_text(errors="replace")[-2000:]
                          for i in range(len(self.procs)))
+
+
+def paced_feeder(bootstrap: str, topic: str, txs: list[dict[str, Any]], rate_per_s: float) -> threading.Thread:
+    """A started thread producing ``txs`` (keyed by card) at a fixed rate, then flushing."""
+
+    def produce() -> None:
+        p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 1})
+        t0 = time.monotonic()
+        for k, t in enumerate(txs):
+            delay = t0 + k / rate_per_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            p.produce(topic, key=t["card_id"].encode(), value=orjson.dumps(t))
+            p.poll(0)
+        assert p.flush(30) == 0
+
+    feeder = threading.Thread(target=produce, daemon=True)
+    feeder.start()
+    return feeder
 
 
 def produced(stack: Stack, topic: str) -> int:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from pathlib import Path
 
-import orjson
 import pytest
-from confluent_kafka import Producer
 
 from streams.kafka_admin import ensure_topics
 from streams.pipelines import topics_for
-from tests.faults.harness import Workers, account, wait_progress, worker_env
+from tests.faults.harness import Workers, account, paced_feeder, wait_progress, worker_env
 from tests.integration.test_pipelines import transactions
 from tests.kafka_util import committed_offsets, delete_topics, end_offsets
 from tests.stack import Stack
@@ -45,20 +42,8 @@ def _storm(stack: Stack, prefix: str, model_dir: Path, tmp_path: Path, eos: bool
         assert p.wait(60) == 0, workers.logs()  # type: ignore[attr-defined]
         free.append(i)
 
-    def produce() -> None:
-        p = Producer({"bootstrap.servers": stack.bootstrap, "enable.idempotence": True, "linger.ms": 5})
-        t0 = time.monotonic()
-        for k, t in enumerate(txs):
-            delay = t0 + k / RATE_PER_S - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            p.produce(topics.input, key=t["card_id"].encode(), value=orjson.dumps(t))
-            p.poll(0)
-        assert p.flush(30) == 0
-
     add()
-    feeder = threading.Thread(target=produce, daemon=True)
-    feeder.start()
+    feeder = paced_feeder(stack.bootstrap, topics.input, txs, RATE_PER_S)
     changes = 0
     t0 = time.monotonic()
     try:

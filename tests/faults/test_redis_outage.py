@@ -6,19 +6,17 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import orjson
 import pytest
-from confluent_kafka import Producer
 
 from streams.decisions import FEATURE_STORE_UNAVAILABLE
 from streams.kafka_admin import ensure_topics
 from streams.pipelines import topics_for
-from tests.faults.harness import Workers, account, wait_progress, worker_env
+from tests.faults.harness import Workers, account, paced_feeder, wait_progress, worker_env
 from tests.integration.test_pipelines import transactions
 from tests.kafka_util import delete_topics, read_topic
 from tests.stack import Stack, wait_for
@@ -87,21 +85,9 @@ def test_redis_outage(stack: Stack, prefix: str, model_dir: Path, tmp_path: Path
     workers.start()
     txs = transactions(RATE_PER_S * SECONDS, seed=61)
 
-    def produce() -> None:
-        p = Producer({"bootstrap.servers": stack.bootstrap, "linger.ms": 1})
-        t0 = time.monotonic()
-        for k, t in enumerate(txs):
-            delay = t0 + k / RATE_PER_S - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            p.produce(topics.input, key=t["card_id"].encode(), value=orjson.dumps(t))
-            p.poll(0)
-        assert p.flush(30) == 0
-
     wait_for(lambda: (tmp_path / "worker-0.log").read_text().count("fraud worker:") > 0, 60)
     time.sleep(3)  # the worker joins the group
-    feeder = threading.Thread(target=produce, daemon=True)
-    feeder.start()
+    feeder = paced_feeder(stack.bootstrap, topics.input, txs, RATE_PER_S)
     try:
         time.sleep(OUTAGE_AT_S)
         assert own_redis.proc is not None

@@ -39,8 +39,9 @@ slow_rc=0
 if [[ "${OPS_SKIP_SLOW:-0}" == 1 ]]; then
     ops_log "job 2/2 skipped (OPS_SKIP_SLOW=1)"
 else
-    ops_log "job 2/2: pytest tests -m slow"
-    "$VENV_PY" -m pytest tests -m slow || slow_rc=$?
+    ops_log "job 2/2: pytest tests -m slow -s"
+    # -s: each fault test prints its figures (lost, duplicated, recovery seconds).
+    "$VENV_PY" -m pytest tests -m slow -s || slow_rc=$?
     if [[ "$slow_rc" -eq 5 ]]; then
         ops_log "job 2/2: no slow tests collected (treated as success)"
         slow_rc=0

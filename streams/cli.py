@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     from feature_store.cli import register as register_features
 
     register_features(sub)
+
+    from streams.bench import register as register_bench
+
+    register_bench(sub)
     return p
 
 

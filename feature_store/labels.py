@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import orjson
+from redis.exceptions import NoScriptError
 
 from feature_store.keys import feature_key, watermark_key
 from feature_store.spam import NO_DOMAIN
@@ -146,8 +147,10 @@ class LabelSink:
     def __init__(self, client: Any, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
-        self._set = client.register_script(_SET_LUA)
-        self._max = client.register_script(_MAX_LUA)
+        # Plain EVALSHA in the pipeline: redis-py's Script objects would add a
+        # SCRIPT EXISTS round trip to every pipeline they join.
+        self._set_sha: str | None = None
+        self._max_sha: str | None = None
         self.round_trips = 0
 
     def write(self, buckets: Iterable[tuple[Label, Mapping[str, int]]], watermarks: Mapping[str, float]) -> None:
@@ -156,17 +159,29 @@ class LabelSink:
         for label, bucket in buckets:
             key = feature_key(self.namespace, label.view.name, label.entity_id)
             per_key.setdefault(key, (label.view, {}))[1][label.day] = (len(bucket), sum(bucket.values()))
-        pipe = self.client.pipeline(transaction=False)
-        for key, (view, days) in per_key.items():
-            args: list[Any] = [view.ttl_s, view.horizon_days]
-            for d, (n, s) in sorted(days.items()):
-                args += [d, n, s]
-            self._set(keys=[key], args=args, client=pipe)
-        for stream, ts in watermarks.items():
-            self._max(keys=[watermark_key(self.namespace, stream)], args=[repr(float(ts))], client=pipe)
-        if per_key or watermarks:
-            pipe.execute()
-            self.round_trips += 1
+        if not (per_key or watermarks):
+            return
+        for attempt in (1, 2):
+            if self._set_sha is None or self._max_sha is None:
+                self._set_sha = self.client.script_load(_SET_LUA)
+                self._max_sha = self.client.script_load(_MAX_LUA)
+            pipe = self.client.pipeline(transaction=False)
+            for key, (view, days) in per_key.items():
+                args: list[Any] = [view.ttl_s, view.horizon_days]
+                for d, (n, s) in sorted(days.items()):
+                    args += [d, n, s]
+                pipe.evalsha(self._set_sha, 1, key, *args)
+            for stream, ts in watermarks.items():
+                pipe.evalsha(self._max_sha, 1, watermark_key(self.namespace, stream), repr(float(ts)))
+            try:
+                pipe.execute()
+                self.round_trips += 1
+                return
+            except NoScriptError:
+                # Redis lost its script cache (a restart); values are absolute, so redoing is safe.
+                if attempt == 2:
+                    raise
+                self._set_sha = self._max_sha = None
 
 
 def materialise(client: Any, namespace: str, fraud: Iterable[Mapping[str, Any]] = (),

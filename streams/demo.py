@@ -31,6 +31,7 @@ from feature_store.store import connect
 from models.artifacts import load_artifact
 from streams.kafka_admin import ensure_topics
 from streams.pipelines import topics_for
+from streams.events import parse_ts
 from streams.settings import Settings
 
 def _producer(settings: Settings) -> Producer:
@@ -112,7 +113,6 @@ def _wait_labels(settings: Settings, last_label_ts: str, app: subprocess.Popen[b
     (None if it does not in time, or the app exited)."""
     from feature_store.keys import watermark_key
     from feature_store.labels import FRAUD_STREAM
-    from streams.events import parse_ts
 
     want = parse_ts(last_label_ts)
     r = connect(settings.redis_url.get())
@@ -219,7 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     mail_warm, mail_paced = mail_records[: len(mail_records) // 2], mail_records[len(mail_records) // 2:]
     # Ground truth that has arrived by the time the traffic is scored: chargebacks (7 days
     # after each transaction) and user reports on the first half of the emails.
-    labels = [(r["card_id"].encode(), orjson.dumps(r)) for r in sim.labels(stop=len(events))]
+    # Only chargebacks that have arrived by the end of the traffic (label_ts <= its last ts).
+    last_ts_s = float(sim.ts_s[len(events) - 1])
+    labels = [(r["card_id"].encode(), orjson.dumps(r)) for r in sim.labels(stop=len(events))
+              if parse_ts(r["label_ts"]) <= last_ts_s]
     feedback = [(m.event["from"].encode(), orjson.dumps({"event_id": m.event["event_id"], "sender": m.event["from"],
                                                            "label": "spam" if m.label else "ham", "ts": m.event["ts"]}))
                 for m in emails[: len(emails) // 2]]

@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any, Iterable
 
+import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -101,3 +102,21 @@ class WorkerThread:
         assert not self.thread.is_alive(), "worker did not stop"
         if self.error:
             raise self.error
+
+
+def decide_all(bootstrap: str, settings: Any, events: list[dict[str, Any]], pipeline: str = "fraud",
+               key: str = "card_id", timeout_s: float = 120) -> dict[str, dict[str, Any]]:
+    """Run one worker of ``pipeline`` over ``events`` (in order) until each is decided;
+    the decisions by event id."""
+    from streams.pipelines import topics_for
+    from streams.runner import build_worker
+
+    topics = topics_for(pipeline, settings.topic_prefix)
+    worker = build_worker(settings, pipeline)
+    produce_all(bootstrap, topics.input, [(e[key].encode(), orjson.dumps(e)) for e in events])
+    runner = WorkerThread(worker)
+    try:
+        msgs = read_topic(bootstrap, topics.decisions, len(events), timeout_s=timeout_s, grace_s=0.5)
+    finally:
+        runner.stop()
+    return {d["event_id"]: d for d in (orjson.loads(m.value()) for m in msgs)}

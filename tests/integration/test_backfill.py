@@ -20,9 +20,8 @@ from feature_store.store import FeatureStore, connect
 from models.fraud_sim import SimConfig, generate
 from streams.kafka_admin import ensure_topics
 from streams.pipelines import topics_for
-from streams.runner import build_worker
 from tests.integration.test_pipelines import settings_for
-from tests.kafka_util import WorkerThread, delete_topics, produce_all, read_topic
+from tests.kafka_util import decide_all, delete_topics, produce_all
 from tests.stack import ROOT, Stack
 
 pytestmark = pytest.mark.integration
@@ -53,14 +52,7 @@ def test_backfill_equals_live_and_leaves_production_untouched(stack: Stack, pref
     topics = topics_for("fraud", prefix)
     ensure_topics({"bootstrap.servers": stack.bootstrap}, [prefix + "fraud.labels"], 1, 1)
     produce_all(stack.bootstrap, prefix + "fraud.labels", [(r["card_id"].encode(), orjson.dumps(r)) for r in labels])
-    worker = build_worker(settings, "fraud")
-    produce_all(stack.bootstrap, topics.input, [(e["card_id"].encode(), orjson.dumps(e)) for e in events])
-    runner = WorkerThread(worker)
-    try:
-        msgs = read_topic(stack.bootstrap, topics.decisions, len(events), timeout_s=120, grace_s=0.5)
-    finally:
-        runner.stop()
-    live = {d["event_id"]: d["features"] for d in (orjson.loads(m.value()) for m in msgs)}
+    live = {i: d["features"] for i, d in decide_all(stack.bootstrap, settings, events).items()}
     assert len(live) == len(events)
     before = snapshot(client, prod)
     assert before

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pytest
 
 from feature_store.fraud import FRAUD_FEATURES
@@ -15,10 +14,8 @@ from feature_store.store import connect
 from models.fraud_model import FraudModel
 from models.fraud_sim import SimConfig, generate
 from models.train_fraud import build_features
-from streams.pipelines import topics_for
-from streams.runner import build_worker
 from tests.integration.test_pipelines import settings_for
-from tests.kafka_util import WorkerThread, delete_topics, produce_all, read_topic
+from tests.kafka_util import decide_all, delete_topics
 from tests.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -37,15 +34,7 @@ def test_serving_features_equal_training_rows(stack: Stack, prefix: str, model_d
     client = connect(stack.redis_url)
     materialise(client, settings.feature_namespace, sim.labels())
     client.close()
-    topics = topics_for("fraud", prefix)
-    worker = build_worker(settings, "fraud")
-    produce_all(stack.bootstrap, topics.input, [(e["card_id"].encode(), orjson.dumps(e)) for e in events])
-    runner = WorkerThread(worker)
-    try:
-        msgs = read_topic(stack.bootstrap, topics.decisions, len(events), timeout_s=120, grace_s=0.5)
-    finally:
-        runner.stop()
-    by_id = {d["event_id"]: d for d in (orjson.loads(m.value()) for m in msgs)}
+    by_id = decide_all(stack.bootstrap, settings, events)
     assert len(by_id) == len(events)
     model = FraudModel.load(model_dir, device="cpu")
     expected_scores = model.predict(rows)

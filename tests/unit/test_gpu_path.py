@@ -27,8 +27,8 @@ from models.fraud_model import (
     graph_bucket,
     resolve_precision,
 )
-from models.spam_model import SpamModel, build_net
-from models.text import SCHEME
+from models.spam_model import SpamModel
+from tests.models_util import tiny_spam_net
 
 ROOT = Path(__file__).resolve().parents[2]
 F = 12  # the v1 feature list's width: models built here name FRAUD_FEATURES[:F] where that list is known
@@ -56,17 +56,7 @@ def _rows(n: int, width: int, seed: int = 1) -> np.ndarray:
 
 
 def _spam_model(seed: int = 0, **kw) -> SpamModel:
-    torch.manual_seed(seed)
-    meta = {
-        "kind": "spam", "model_name": SpamModel.NAME, "dense_features": list(SPAM_DENSE_FEATURES),
-        "normalisation": {"mean": [0.5] * len(SPAM_DENSE_FEATURES), "std": [2.0] * len(SPAM_DENSE_FEATURES)},
-        "text": {"scheme": SCHEME, "n_buckets": 4096, "max_tokens": 200, "bigrams": True, "char_ngrams": [3]},
-        "arch": {"dim": 8, "hidden": 8, "mode": "mean", "clip": 8.0},
-        "thresholds": {"quarantine": 0.5, "reject": 0.9},
-    }
-    net = build_net(meta)
-    for p in net.parameters():
-        torch.nn.init.normal_(p, 0.0, 0.5)
+    net, meta = tiny_spam_net(seed)
     return SpamModel(net, meta, "mem", torch.device("cpu"), **kw)
 
 

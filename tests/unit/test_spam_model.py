@@ -16,10 +16,11 @@ import torch
 from feature_store.spam import SPAM_DENSE_FEATURES, apply_email, sender_keys, spam_dense_features
 from feature_store.windows import DAY_S, DayWindows
 from models.artifacts import save_artifact
-from models.spam_model import SpamModel, build_net
+from models.spam_model import SpamModel
 from models.text import MAX_SUBJECT_TOKENS, SCHEME, hash_email_text
 from streams.events import Email, decode_email
 
+from tests.models_util import tiny_spam_net
 from tests.stack import ROOT, spam_corpus
 
 
@@ -122,17 +123,7 @@ def test_dense_content_signals() -> None:
 
 
 def random_artifact(model_dir: Path, seed: int = 0) -> SpamModel:
-    torch.manual_seed(seed)
-    meta = {
-        "kind": "spam", "model_name": SpamModel.NAME, "dense_features": list(SPAM_DENSE_FEATURES),
-        "normalisation": {"mean": [0.5] * len(SPAM_DENSE_FEATURES), "std": [2.0] * len(SPAM_DENSE_FEATURES)},
-        "text": {"scheme": SCHEME, "n_buckets": 4096, "max_tokens": 200, "bigrams": True, "char_ngrams": [3]},
-        "arch": {"dim": 8, "hidden": 8, "mode": "mean", "clip": 8.0},
-        "thresholds": {"quarantine": 0.5, "reject": 0.9},
-    }
-    net = build_net(meta)
-    for p in net.parameters():
-        torch.nn.init.normal_(p, 0.0, 0.5)
+    net, meta = tiny_spam_net(seed)
     save_artifact(model_dir, SpamModel.NAME, net.state_dict(), meta)
     return SpamModel(net, meta, "mem", torch.device("cpu"))
 

@@ -21,7 +21,9 @@ from feature_store.store import FeatureStore, WindowSnapshot
 from feature_store.views import (
     CARD_WINDOWS,
     DEFAULTED,
+    DOMAIN_REPORTS,
     DOMAIN_WINDOWS,
+    SENDER_REPORTS,
     SENDER_WINDOWS,
     TERMINAL_RISK,
     TERMINAL_WINDOWS,
@@ -72,7 +74,8 @@ def spam_batch(store: FeatureStore, events: Sequence[Email]) -> tuple[np.ndarray
     """Dense rows ``[n, len(SPAM_DENSE_FEATURES)]``, defaulted names per event, and the snapshot."""
     keys = [sender_keys(e) for e in events]
     days = [day_of(e.ts_s) for e in events]
-    wanted = [(SENDER_WINDOWS, s) for s, _ in keys] + [(DOMAIN_WINDOWS, d) for _, d in keys]
+    wanted = ([(SENDER_WINDOWS, s) for s, _ in keys] + [(DOMAIN_WINDOWS, d) for _, d in keys]
+              + [(SENDER_REPORTS, s) for s, _ in keys] + [(DOMAIN_REPORTS, d) for _, d in keys])
     marks = ([(SENDER_WINDOWS, s, e.event_id, day) for e, (s, _), day in zip(events, keys, days)]
              + [(DOMAIN_WINDOWS, d, e.event_id, day) for e, (_, d), day in zip(events, keys, days)])
     snap = store.read(wanted, marks)
@@ -86,8 +89,10 @@ def spam_batch(store: FeatureStore, events: Sequence[Email]) -> tuple[np.ndarray
             defaulted.append(list(defaulted[j]))
             continue
         first[e.event_id] = i
-        dense[i] = spam_dense_features(e, snap.get(SENDER_WINDOWS, s), snap.get(DOMAIN_WINDOWS, d))
-        defaulted.append(_defaulted(snap, ((SENDER_WINDOWS, s), (DOMAIN_WINDOWS, d)), e.ts_s))
+        dense[i] = spam_dense_features(e, snap.get(SENDER_WINDOWS, s), snap.get(DOMAIN_WINDOWS, d),
+                                       snap.get_present(SENDER_REPORTS, s), snap.get_present(DOMAIN_REPORTS, d))
+        defaulted.append(_defaulted(snap, ((SENDER_WINDOWS, s), (DOMAIN_WINDOWS, d), (SENDER_REPORTS, s),
+                                           (DOMAIN_REPORTS, d)), e.ts_s))
         snap.apply(SENDER_WINDOWS, s, e.event_id, day)
         snap.apply(DOMAIN_WINDOWS, d, e.event_id, day)
     return dense, defaulted, snap

@@ -6,7 +6,11 @@ Two kinds of values, in ``SPAM_DENSE_FEATURES`` order:
   hosts, attachments, HTML-only, SPF/DKIM, reply markers, body length);
 - the sender's and the sender domain's message counts over 1/7/30 days, from
   ``DayWindows`` that hold only messages *before* the scored one: callers
-  compute the features first, then ``apply_email``.
+  compute the features first, then ``apply_email``;
+- user reports (``spam.feedback``, materialised by the label app) about the sender
+  and the sender domain over the 30 days before the message's day: how many, and
+  the share that said spam. Reports are bucketed by the day they were made, and a
+  message sees only days before its own, so never a report made after it.
 
 Counts and lengths enter as ``log1p`` so that a few huge values do not dominate
 the normalisation. Everything is a pure function of the decoded ``Email`` and
@@ -77,7 +81,12 @@ SPAM_DENSE_FEATURES: tuple[str, ...] = (
     "domain_msgs_1d_log1p",
     "domain_msgs_7d_log1p",
     "domain_msgs_30d_log1p",
+    "sender_reports_30d_log1p",
+    "sender_spam_share_30d",
+    "domain_reports_30d_log1p",
+    "domain_spam_share_30d",
 )
+REPORT_WINDOW_DAYS = 30
 
 NO_DOMAIN = "(none)"
 
@@ -128,7 +137,9 @@ def _address(value: str) -> str:
     return v.strip()
 
 
-def spam_dense_features(email: Email, sender: DayWindows, domain: DayWindows) -> list[float]:
+def spam_dense_features(email: Email, sender: DayWindows, domain: DayWindows,
+                        sender_reports: DayWindows | None = None, domain_reports: DayWindows | None = None
+                        ) -> list[float]:
     """Feature row for one email, in ``SPAM_DENSE_FEATURES`` order."""
     subject = email.subject
     body = email.body
@@ -181,7 +192,17 @@ def spam_dense_features(email: Email, sender: DayWindows, domain: DayWindows) ->
         for k in WINDOWS_DAYS:
             n, _ = w.window(day, k)
             row.append(math.log1p(n))
+    for reports in (sender_reports, domain_reports):  # None: no reports known, defaults 0
+        n, spam = reports.window(day - 1, REPORT_WINDOW_DAYS) if reports is not None else (0, 0.0)
+        row.append(math.log1p(n))
+        row.append(spam / n if n else 0.0)
     return row
+
+
+def apply_report(report_ts_s: float, is_spam: bool, reports: DayWindows) -> None:
+    """Count one user report into a sender's (or domain's) report buckets, by the day it
+    was made; what the label app materialises for ``spam.feedback``."""
+    reports.add(day_of(report_ts_s), float(is_spam))
 
 
 def apply_email(email: Email, sender: DayWindows, domain: DayWindows) -> None:

@@ -104,10 +104,12 @@ DOMAIN_WINDOWS = FeatureView(
 SENDER_REPORTS = FeatureView(
     "sender_reports", entity="sender", sums=True, writer="labels",
     ttl_s=46 * DAY_S, horizon_days=45, absent_is_default=True, freshness_s=DAY_S,
+    fields=_f("sender_reports_30d_log1p", "sender_spam_share_30d"),
 )
 DOMAIN_REPORTS = FeatureView(
     "domain_reports", entity="sender_domain", sums=True, writer="labels",
     ttl_s=46 * DAY_S, horizon_days=45, absent_is_default=True, freshness_s=DAY_S,
+    fields=_f("domain_reports_30d_log1p", "domain_spam_share_30d"),
 )
 
 ALL_VIEWS = (CARD_WINDOWS, TERMINAL_WINDOWS, TERMINAL_RISK, SENDER_WINDOWS, DOMAIN_WINDOWS,

@@ -124,8 +124,9 @@ class SpamModel:
             raise ArtifactError(f"{art.path} is not a spam model (kind={meta.get('kind')!r})")
         from feature_store.spam import SPAM_DENSE_FEATURES
 
-        if tuple(meta["dense_features"]) != SPAM_DENSE_FEATURES:
-            raise ArtifactError(f"{art.path} was trained on other dense features than this code computes")
+        missing = [f for f in meta["dense_features"] if f not in SPAM_DENSE_FEATURES]
+        if missing:
+            raise ArtifactError(f"{art.path} needs dense features this code does not compute: {missing}")
         net = build_net(meta)
         state = {k: v for k, v in art.tensors.items()}
         missing = set(net.state_dict()) - set(state)

@@ -42,7 +42,7 @@ import orjson
 import torch
 from torch import nn
 
-from feature_store.spam import SPAM_DENSE_FEATURES, apply_email, sender_keys, spam_dense_features
+from feature_store.spam import SPAM_DENSE_FEATURES, apply_email, apply_report, sender_keys, spam_dense_features
 from feature_store.windows import DayWindows
 from models.artifacts import Artifact, load_artifact, save_artifact
 from models.corpus import CORPUS, EXPECTED_COUNTS, fingerprint, load_corpus, md5_of, split_of
@@ -58,9 +58,16 @@ THRESHOLD_RULE = (
     "threshold t with #(ham score >= t) <= floor(rate * n_ham), i.e. the next float32 above the "
     "(floor(rate*n_ham)+1)-th highest ham score, capped at 1.0; rate 0.001 for reject, 0.01 for quarantine"
 )
+#: User reports in training: every message of the training part (train split minus the
+#: validation slice) is reported with its true label this long after it was received;
+#: validation and test messages are never reported, so their labels reach no feature.
+REPORT_DELAY_S = 86_400
 FEATURE_REPLAY = (
-    "all corpus messages in (ts, file name) order; per message: spam_dense_features against in-memory "
-    "DayWindows of its sender and sender domain (prior messages only), then apply_email"
+    "all corpus messages in (ts, file name) order; per message: first every user report made up to "
+    "its ts is counted (apply_report; reports = the training part's messages with their labels, "
+    f"made {REPORT_DELAY_S} s after each message), then spam_dense_features against in-memory "
+    "DayWindows of its sender and sender domain (prior messages only) and of their reports "
+    "(days before the message's day only), then apply_email"
 )
 SCORE_CHUNK = 512
 
@@ -115,10 +122,22 @@ def prepare(corpus_dir: str | Path) -> Prepared:
     dense = np.zeros((len(msgs), len(SPAM_DENSE_FEATURES)), dtype=np.float32)
     senders: dict[str, DayWindows] = defaultdict(DayWindows)
     domains: dict[str, DayWindows] = defaultdict(DayWindows)
-    for i in sorted(range(len(msgs)), key=lambda j: (events[j].ts_s, names[j])):
+    sender_reports: dict[str, DayWindows] = {}
+    domain_reports: dict[str, DayWindows] = {}
+    order = sorted(range(len(msgs)), key=lambda j: (events[j].ts_s, names[j]))
+    reports = sorted((events[j].ts_s + REPORT_DELAY_S, names[j], j) for j in order
+                     if split_of(names[j]) == "train" and not val_of(names[j]))
+    r = 0
+    for i in order:
         e = events[i]
+        while r < len(reports) and reports[r][0] <= e.ts_s:
+            ts, _, j = reports[r]
+            rs, rd = sender_keys(events[j])
+            apply_report(ts, bool(labels[j]), sender_reports.setdefault(rs, DayWindows()))
+            apply_report(ts, bool(labels[j]), domain_reports.setdefault(rd, DayWindows()))
+            r += 1
         s, d = sender_keys(e)
-        dense[i] = spam_dense_features(e, senders[s], domains[d])
+        dense[i] = spam_dense_features(e, senders[s], domains[d], sender_reports.get(s), domain_reports.get(d))
         apply_email(e, senders[s], domains[d])
     return Prepared(names, labels, events, dense)
 

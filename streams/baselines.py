@@ -70,7 +70,11 @@ class OneEventScorer:
             from models.spam_model import SpamModel
             from streams.events import decode_email
 
+            from feature_store.spam import SPAM_DENSE_FEATURES
+            from streams.pipelines import model_columns
+
             self.model = SpamModel.load(str(settings.model_dir), device=settings.device)
+            self.names, self.cols = model_columns(tuple(self.model.dense_features), SPAM_DENSE_FEATURES, "spam")
             norm = self.model.metadata["normalisation"]
             self.mean = np.asarray(norm["mean"], dtype=np.float32)
             self.std = np.asarray(norm["std"], dtype=np.float32)
@@ -92,13 +96,13 @@ class OneEventScorer:
 
     def _spam(self, e: Any) -> tuple[float, list[str]]:
         from feature_store.batch import spam_batch
-        from feature_store.spam import SPAM_DENSE_FEATURES
         from streams.decisions import reasons_for
 
-        dense, _defaulted, snap = spam_batch(self.store, [e])
+        rows, _defaulted, snap = spam_batch(self.store, [e])
+        dense = rows if self.cols is None else rows[:, self.cols]
         score = float(self.model.predict([self.model.tokens(e)], dense)[0])
         self.store.write(snap)
-        return score, reasons_for(dense, SPAM_DENSE_FEATURES, self.mean, self.std)[0]
+        return score, reasons_for(dense, self.names, self.mean, self.std)[0]
 
     def decide(self, value: bytes | None, topic: str, partition: int, offset: int, ts_ms: int | None) -> tuple[str, bytes]:
         """(action, decision JSON) for one record; raises ``RecordError`` for a bad one."""

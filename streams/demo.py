@@ -31,7 +31,7 @@ from feature_store.store import connect
 from models.artifacts import load_artifact
 from streams.kafka_admin import ensure_topics
 from streams.pipelines import topics_for
-from streams.events import parse_ts
+from streams.events import format_ts, parse_ts
 from streams.settings import Settings
 
 def _producer(settings: Settings) -> Producer:
@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from models.corpus import load_corpus, split_of
     from models.fraud_sim import SimConfig, generate
+    from models.train_spam import REPORT_DELAY_S
 
     t_start = time.monotonic()
     sim = generate(SimConfig(n_customers=1000, n_terminals=2000, n_days=35, start_date="2026-10-01", seed=2026))
@@ -223,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     last_ts_s = float(sim.ts_s[len(events) - 1])
     labels = [(r["card_id"].encode(), orjson.dumps(r)) for r in sim.labels(stop=len(events))
               if parse_ts(r["label_ts"]) <= last_ts_s]
-    feedback = [(m.event["from"].encode(), orjson.dumps({"event_id": m.event["event_id"], "sender": m.event["from"],
-                                                           "label": "spam" if m.label else "ham", "ts": m.event["ts"]}))
+    # Users report a message a day after it arrived (the delay training assumes).
+    feedback = [(m.event["from"].encode(),
+                 orjson.dumps({"event_id": m.event["event_id"], "sender": m.event["from"],
+                               "label": "spam" if m.label else "ham",
+                               "ts": format_ts(parse_ts(m.event["ts"]) + REPORT_DELAY_S)}))
                 for m in emails[: len(emails) // 2]]
 
     env = {**os.environ, "STREAMINFER_TOPIC_PREFIX": settings.topic_prefix,

@@ -11,7 +11,7 @@ from feature_store.spam import SPAM_DENSE_FEATURES
 from feature_store.store import FeatureStore
 from streams.decisions import reasons_for
 from streams.events import Email, decode_email
-from streams.pipelines import ModelScorer, Scored, features_by_name
+from streams.pipelines import ModelScorer, Scored, features_by_name, model_columns
 
 
 class SpamScorer(ModelScorer):
@@ -19,6 +19,9 @@ class SpamScorer(ModelScorer):
 
     def __init__(self, model: Any, store: FeatureStore, emit_features: bool = False) -> None:
         super().__init__(model, store, emit_features)
+        #: The model's dense features (from its metadata) and their columns in the computed rows.
+        names = tuple(getattr(model, "dense_features", None) or model.metadata.get("dense_features") or ())
+        self.feature_names, self._cols = model_columns(names, SPAM_DENSE_FEATURES, "spam")
         norm = model.metadata["normalisation"]
         self._mean = np.asarray(norm["mean"], dtype=np.float32)
         self._std = np.asarray(norm["std"], dtype=np.float32)
@@ -27,10 +30,13 @@ class SpamScorer(ModelScorer):
         return decode_email(value)
 
     def score(self, events: Sequence[Email]) -> Scored:
-        dense, defaulted, snap = spam_batch(self.store, events)
+        rows, defaulted, snap = spam_batch(self.store, events)
+        dense = rows if self._cols is None else rows[:, self._cols]
         tokens = [self.model.tokens(e) for e in events]
         scores = self.model.predict(tokens, dense)
         self.store.write(snap)
-        reasons = self.say_why(reasons_for(dense, SPAM_DENSE_FEATURES, self._mean, self._std), snap.unavailable)
-        feats = features_by_name(dense, SPAM_DENSE_FEATURES) if self.emit_features else None
+        names = set(self.feature_names)
+        defaulted = [[f for f in d if f in names] for d in defaulted]
+        reasons = self.say_why(reasons_for(dense, self.feature_names, self._mean, self._std), snap.unavailable)
+        feats = features_by_name(dense, self.feature_names) if self.emit_features else None
         return Scored(scores, reasons, feats, defaulted)

@@ -168,10 +168,34 @@ def test_load_refuses_other_dense_features(tmp_path: Path) -> None:
     random_artifact(tmp_path)
     meta_path = tmp_path / "spam-ngram" / "1" / "metadata.json"
     meta = json.loads(meta_path.read_text())
-    meta["dense_features"] = meta["dense_features"][::-1]
+    meta["dense_features"][0] = "a_feature_this_code_does_not_compute"
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ArtifactError):
+    with pytest.raises(ArtifactError, match="a_feature_this_code_does_not_compute"):
         SpamModel.load(tmp_path, device="cpu")
+
+
+def test_scorer_feeds_the_model_its_own_features_by_name(tmp_path: Path) -> None:
+    """An artifact trained before features were added (or in another order) gets exactly
+    its own columns, in its own order."""
+    from feature_store.spam import SPAM_DENSE_FEATURES
+    from streams.spam_scorer import SpamScorer
+
+    from models.spam_model import build_net
+
+    _, meta = tiny_spam_net()
+    meta["dense_features"] = list(SPAM_DENSE_FEATURES[:-4])[::-1]  # older model: no report features
+    for k in ("mean", "std"):
+        meta["normalisation"][k] = meta["normalisation"][k][:-4]
+    save_artifact(tmp_path, SpamModel.NAME, build_net(meta).state_dict(), meta)
+
+    class _NoStore:
+        def close(self) -> None: ...
+
+    model = SpamModel.load(tmp_path, device="cpu")
+    scorer = SpamScorer(model, _NoStore())  # type: ignore[arg-type]
+    assert scorer.feature_names == tuple(meta["dense_features"])
+    assert scorer._cols is not None
+    assert [SPAM_DENSE_FEATURES[c] for c in scorer._cols] == meta["dense_features"]
 
 
 # ---------------------------------------------------------------- training

@@ -6,6 +6,7 @@ so these tests set time by constructing timestamps: deterministic, no sleeping.
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from feature_store.fraud import (FRAUD_FEATURES, LABEL_DELAY_DAYS, apply_label, apply_transaction, fraud_features,
@@ -85,3 +86,23 @@ def test_label_known_by_the_first_event_that_can_use_it() -> None:
     label_ts = tx_ts + LABEL_DELAY_DAYS * DAY_S
     first_event_ts = ts(D0 + LABEL_DELAY_DAYS + 1, 0)
     assert label_ts < first_event_ts
+
+
+def test_a_user_report_counts_from_the_day_after_it_was_made() -> None:
+    from feature_store.spam import SPAM_DENSE_FEATURES, apply_report, spam_dense_features
+    from streams.events import decode_email
+
+    def mail(day: int) -> object:
+        return decode_email(orjson.dumps({"event_id": f"em-{day}", "ts": int(ts(day) * 1000), "from": "a@b.example",
+                                          "to": ["x@y.example"], "subject": "hi", "body": "hello"}))
+
+    share = SPAM_DENSE_FEATURES.index("sender_spam_share_30d")
+    reports = DayWindows()
+    apply_report(ts(D0, 10), True, reports)
+    apply_report(ts(D0, 11), False, reports)
+    same_day = spam_dense_features(mail(D0), DayWindows(), DayWindows(), reports, None)
+    next_day = spam_dense_features(mail(D0 + 1), DayWindows(), DayWindows(), reports, None)
+    month_later = spam_dense_features(mail(D0 + 31), DayWindows(), DayWindows(), reports, None)
+    assert same_day[share] == 0.0, "a report made today is not yet in the window"
+    assert next_day[share] == pytest.approx(0.5)
+    assert month_later[share] == 0.0, "out of the 30-day window"

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import orjson
-import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from feature_store.store import UNAVAILABLE_ERRORS
 from streams.decisions import ALERT_ACTIONS, action_for, build_decision
 from streams.dlq import dlq_headers
 from streams.errors import RecordError
@@ -31,8 +31,6 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: Failures of a dependency, not of a record: retried, never sent to the DLQ.
-INFRA_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
 class ScoringError(RecordError):
@@ -170,7 +168,7 @@ class Worker:
         while True:
             try:
                 return msgs, events, self.scorer.score(events) if events else None
-            except INFRA_ERRORS as exc:
+            except UNAVAILABLE_ERRORS as exc:  # the store's outage, not the record's fault: retried, never DLQ'd
                 if self.stop_event.is_set():
                     raise
                 log.warning("%s: feature store unavailable (%s); retrying in %.1fs", self.scorer.pipeline, exc, backoff)

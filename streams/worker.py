@@ -33,6 +33,14 @@ log = logging.getLogger(__name__)
 
 
 
+#: Bound on each transactional call. librdkafka's advice is to wait without a timeout,
+#: but an unbounded send_offsets_to_transaction hung a worker past max.poll.interval.ms
+#: when the group coordinator's broker was killed (the three-broker fault test). A call
+#: that times out is an unclear outcome: a new producer settles the transaction and the
+#: consumer goes back to the committed offsets, so nothing is lost or doubled.
+TXN_CALL_TIMEOUT_S = 30.0
+
+
 class ScoringError(RecordError):
     """The scorer failed on this record alone (isolated by re-scoring it by itself)."""
 
@@ -284,15 +292,16 @@ class Worker:
         """
         pipeline = self.scorer.pipeline
         try:
-            self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), -1)
-            self.producer.commit_transaction(-1)
+            self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(),
+                                                      TXN_CALL_TIMEOUT_S)
+            self.producer.commit_transaction(TXN_CALL_TIMEOUT_S)
             return True
         except KafkaException as exc:
             err = exc.args[0]
             if err.txn_requires_abort():
                 log.warning("%s: transaction aborted (%s); deciding the batch again", pipeline, err)
                 try:
-                    self.producer.abort_transaction(-1)
+                    self.producer.abort_transaction(TXN_CALL_TIMEOUT_S)
                 except KafkaException as abort_exc:
                     log.error("%s: abort failed (%s); building a new producer", pipeline, abort_exc)
                     self.producer = self._new_producer()

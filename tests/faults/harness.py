@@ -12,13 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from tests.kafka_util import end_offsets, read_topic
 from tests.stack import Stack
@@ -108,6 +109,32 @@ def wait_progress(stack: Stack, topic: str, at_least: int, timeout_s: float = 12
             assert not dead, f"worker exited with {dead[0].returncode}:\n{workers.logs()}"
         time.sleep(0.2)
     raise AssertionError(f"{topic} did not reach {at_least} records in {timeout_s}s")
+
+
+def wait_all_decided(stack: Stack, topic: str, n: int, isolation: str, timeout_s: float = 300,
+                     workers: Workers | None = None) -> float:
+    """Seconds until ``n`` distinct events have a decision that a reader with ``isolation``
+    sees. Counts decisions, not offsets: in exactly-once mode the topic also holds
+    transaction markers, so its end offsets run ahead of its decisions."""
+    c = Consumer({"bootstrap.servers": stack.bootstrap, "group.id": f"wait-{uuid.uuid4().hex}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": isolation})
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    seen: set[str] = set()
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < timeout_s:
+            for m in c.consume(1000, 0.5):
+                if m.error() is None:
+                    seen.add(orjson.loads(m.value())["event_id"])
+            if len(seen) >= n:
+                return time.monotonic() - t0
+            if workers is not None:
+                dead = [p for p in workers.procs if p.poll() not in (None, 0, -9)]
+                assert not dead, f"worker exited with {dead[0].returncode}:\n{workers.logs()}"
+    finally:
+        c.close()
+    raise AssertionError(f"{topic}: {len(seen)} of {n} events decided after {timeout_s}s")
 
 
 @dataclass

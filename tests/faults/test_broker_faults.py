@@ -33,7 +33,7 @@ from streams.kafka_admin import ensure_topics
 from streams.pipelines import topics_for
 from streams.runner import group_id_for
 from streams.settings import Settings
-from tests.faults.harness import Accounting, Workers, account, produced, worker_env
+from tests.faults.harness import Accounting, Workers, account, produced, wait_all_decided, worker_env
 from tests.integration.test_pipelines import transactions
 from tests.kafka_util import read_topic
 from tests.stack import ROOT, Stack
@@ -307,7 +307,7 @@ def test_broker_stopped_60s_under_load(single_broker: Brokers, stack: Stack, pre
         assert load.done.is_set(), "the producer finished"
         assert not load.errors, load.errors[:5]
         n = len(load.acked)
-        _wait_decided(s, topics.decisions, n, timeout_s=300)
+        wait_all_decided(s, topics.decisions, n, "read_uncommitted", timeout_s=300)
         drain_s = time.monotonic() - t_up
         members = _group_members(s.bootstrap, group_id_for(Settings(topic_prefix=prefix), "fraud"))
     finally:
@@ -364,7 +364,8 @@ def _kill_one_of_three(name: str, cluster: Brokers, stack: Stack, prefix: str, m
         load.join(timeout=240)
         assert load.done.is_set(), "the producer finished"
         assert not load.errors, load.errors[:5]
-        _wait_decided(s, topics.decisions, len(load.acked), timeout_s=180)
+        wait_all_decided(s, topics.decisions, len(load.acked),
+                         "read_committed" if args else "read_uncommitted", timeout_s=180)
         drain_s = time.monotonic() - t_kill
     finally:
         codes = sup.finish()

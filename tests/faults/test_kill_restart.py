@@ -10,7 +10,7 @@ import pytest
 
 from streams.kafka_admin import ensure_topics
 from streams.pipelines import topics_for
-from tests.faults.harness import Workers, account, produced, wait_progress, worker_env
+from tests.faults.harness import Workers, account, produced, wait_all_decided, wait_progress, worker_env
 from tests.integration.test_pipelines import transactions
 from tests.kafka_util import delete_topics, produce_all
 from tests.stack import Stack
@@ -39,7 +39,8 @@ def _run_with_kills(stack: Stack, prefix: str, model_dir: Path, tmp_path: Path, 
             w = workers.start(*args)
             wait_progress(stack, topics.decisions, before + 1, timeout_s=120, workers=workers)
             recovery.append(time.monotonic() - t0)
-        wait_progress(stack, topics.decisions, n, timeout_s=300, workers=workers)
+        wait_all_decided(stack, topics.decisions, n,
+                         "read_committed" if "--exactly-once" in args else "read_uncommitted", workers=workers)
     finally:
         codes = workers.stop_all()
     assert codes[-1] == 0, workers.logs()

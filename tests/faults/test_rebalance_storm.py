@@ -10,7 +10,7 @@ import pytest
 
 from streams.kafka_admin import ensure_topics
 from streams.pipelines import topics_for
-from tests.faults.harness import Workers, account, paced_feeder, wait_progress, worker_env
+from tests.faults.harness import Workers, account, paced_feeder, wait_all_decided, worker_env
 from tests.integration.test_pipelines import transactions
 from tests.kafka_util import committed_offsets, delete_topics, end_offsets
 from tests.stack import Stack
@@ -55,7 +55,8 @@ def _storm(stack: Stack, prefix: str, model_dir: Path, tmp_path: Path, eos: bool
                 remove()
             changes += 1
         feeder.join(120)
-        wait_progress(stack, topics.decisions, len(txs), timeout_s=300, workers=workers)
+        wait_all_decided(stack, topics.decisions, len(txs), "read_committed" if eos else "read_uncommitted",
+                         workers=workers)
         time.sleep(3)
     finally:
         codes = workers.stop_all()

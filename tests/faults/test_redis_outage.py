@@ -16,7 +16,7 @@ import pytest
 from streams.decisions import FEATURE_STORE_UNAVAILABLE
 from streams.kafka_admin import ensure_topics
 from streams.pipelines import topics_for
-from tests.faults.harness import Workers, account, paced_feeder, wait_progress, worker_env
+from tests.faults.harness import Workers, account, paced_feeder, wait_all_decided, worker_env
 from tests.integration.test_pipelines import transactions
 from tests.kafka_util import delete_topics, read_topic
 from tests.stack import Stack, wait_for
@@ -104,7 +104,7 @@ def test_redis_outage(stack: Stack, prefix: str, model_dir: Path, tmp_path: Path
             own_redis.proc.send_signal(signal.SIGCONT)
         up_at = time.time()
         feeder.join(SECONDS + 60)
-        wait_progress(stack, topics.decisions, len(txs), timeout_s=180, workers=workers)
+        wait_all_decided(stack, topics.decisions, len(txs), "read_uncommitted", timeout_s=180, workers=workers)
     finally:
         codes = workers.stop_all()
     assert codes == [0], workers.logs()

@@ -11,7 +11,7 @@ import pytest
 
 from streams.kafka_admin import ensure_topics
 from streams.pipelines import topics_for
-from tests.faults.harness import Workers, account, produced, wait_progress, worker_env
+from tests.faults.harness import Workers, account, produced, wait_all_decided, wait_progress, worker_env
 from tests.integration.test_pipelines import transactions
 from tests.kafka_util import committed_offsets, delete_topics, end_offsets, produce_all
 from tests.stack import Stack
@@ -39,7 +39,7 @@ def test_zombie_is_fenced_and_its_late_writes_never_show(stack: Stack, prefix: s
         time.sleep(SESSION_TIMEOUT_S + 8)  # past the session and the transaction timeout
         zombie.send_signal(signal.SIGCONT)
         print(f"\n[zombie] stopped {time.monotonic() - stopped_at:.1f}s, then continued", flush=True)
-        wait_progress(stack, topics.decisions, n, timeout_s=300, workers=workers)
+        wait_all_decided(stack, topics.decisions, n, "read_committed", workers=workers)
     finally:
         codes = workers.stop_all()
     assert codes == [0, 0], workers.logs()
@@ -74,7 +74,7 @@ def test_sigterm_under_load_commits_everything_it_produced(stack: Stack, prefix:
     assert decided_before == sum(committed.values())
     workers.start()
     try:
-        wait_progress(stack, topics.decisions, n, timeout_s=300, workers=workers)
+        wait_all_decided(stack, topics.decisions, n, "read_uncommitted", workers=workers)
     finally:
         codes = workers.stop_all()
     assert codes[-1] == 0

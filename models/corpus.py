@@ -277,15 +277,23 @@ def _addresses(values: list[str]) -> list[str]:
 _ASCTIME = re.compile(r"([A-Z][a-z]{2} [A-Z][a-z]{2} +\d{1,2} \d{1,2}:\d{2}:\d{2} \d{4})")
 
 
-def _ts_of(msg: Message) -> float:
+def _date_ts(text: str) -> float | None:
+    """Epoch seconds of an RFC 822 date, or None when it does not parse or is out of range."""
     try:
-        parsed = email.utils.parsedate_tz(_clean(msg.get("Date", "")))
+        parsed = email.utils.parsedate_tz(text)
         if parsed is not None:
             ts = float(email.utils.mktime_tz(parsed))
             if _TS_LO <= ts < _TS_HI:
                 return ts
     except Exception:
         pass
+    return None
+
+
+def _ts_of(msg: Message) -> float:
+    ts = _date_ts(_clean(msg.get("Date", "")))
+    if ts is not None:
+        return ts
     unixfrom = msg.get_unixfrom() or ""
     m = _ASCTIME.search(unixfrom)
     if m:
@@ -300,14 +308,9 @@ def _ts_of(msg: Message) -> float:
         text = _clean(received)
         if ";" not in text:
             continue
-        try:
-            parsed = email.utils.parsedate_tz(_collapse(text.rsplit(";", 1)[1]))
-            if parsed is not None:
-                ts = float(email.utils.mktime_tz(parsed))
-                if _TS_LO <= ts < _TS_HI:
-                    return ts
-        except Exception:
-            pass
+        ts = _date_ts(_collapse(text.rsplit(";", 1)[1]))
+        if ts is not None:
+            return ts
         break
     return FALLBACK_TS_S
 

@@ -8,15 +8,21 @@ control bytes) are percent-encoded, so distinct ids always give distinct keys.
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
+
 _UNSAFE = frozenset("{}:%") | frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
+# Keys are built several times per event on the hot path: a C-level search first.
+_UNSAFE_RE = re.compile(r"[{}:%\x00-\x1f\x7f]")
 
 
 def _escape(text: str) -> str:
-    if not any(ch in _UNSAFE for ch in text):
+    if _UNSAFE_RE.search(text) is None:
         return text
     return "".join(f"%{ord(ch):02X}" if ch in _UNSAFE else ch for ch in text)
 
 
+@lru_cache(maxsize=1 << 16)
 def feature_key(namespace: str, view: str, entity_id: str) -> bytes:
     """The Redis key of one entity's values in one feature view."""
     if not namespace or not view:
@@ -32,6 +38,7 @@ def namespace_pattern(namespace: str) -> bytes:
     return f"si:{ns}:*".encode()
 
 
+@lru_cache(maxsize=1 << 16)
 def applied_key(namespace: str, view: str, entity_id: str, day: int) -> bytes:
     """The per-entity, per-day set (a hash: event id -> contribution) of events already
     counted into a stream view; it shares the entity's hash tag (same cluster slot)."""

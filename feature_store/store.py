@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
 import redis
@@ -43,56 +43,92 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (redis.ConnectionError, re
 ON_UNAVAILABLE = ("pause", "defaults")
 
 
-#: Applies one entity's batch in a single command (all its keys share one hash tag,
-#: so it works on Redis Cluster too). KEYS[1] is the windows hash, KEYS[2..] the
-#: entity's per-day "applied" hashes. ARGV: ttl, applied ttl, number of events E,
-#: then E (applied key index, day, event id, amount) quadruples, then (field, delta)
-#: pairs of anonymous increments (``n``: HINCRBY, ``s``: HINCRBYFLOAT, ``-``: HDEL).
-#: An event is counted only if HSETNX marks it applied for this entity, so an event
-#: processed twice (crash, rebalance, redrive, two workers at once) counts once.
+#: Reads a group of entities in one command: KEYS are E windows hashes, then M
+#: "applied" hashes, then watermark keys; ARGV: E, M, then per applied hash its
+#: number of event ids and the ids. Returns E flat HGETALL replies, M HMGET replies
+#: and the watermarks, in KEYS order. One command instead of one per key: the
+#: client's per-command cost, not Redis, dominated the pipelined version.
+_READ_LUA = """
+local e = tonumber(ARGV[1])
+local m = tonumber(ARGV[2])
+local out = {}
+for i = 1, e do out[i] = redis.call('HGETALL', KEYS[i]) end
+local a = 3
+for j = 1, m do
+  local c = tonumber(ARGV[a])
+  out[e + j] = redis.call('HMGET', KEYS[e + j], unpack(ARGV, a + 1, a + c))
+  a = a + c + 1
+end
+for k = e + m + 1, #KEYS do out[k] = redis.call('GET', KEYS[k]) end
+return out
+"""
+
+#: Applies a group of entities' batch in one command. Per entity, KEYS holds its
+#: windows hash and then its per-day "applied" hashes (all under the entity's hash
+#: tag, so a group of one entity works on Redis Cluster too); ARGV holds, per entity:
+#: its number of keys, ttl, applied ttl, number of events E, number of anonymous
+#: increments A, then E (applied key index within the entity, day, event id, amount)
+#: quadruples, then A (field, delta) pairs (``n``: HINCRBY, ``s``: HINCRBYFLOAT,
+#: ``-``: HDEL). An event is counted only if HSETNX marks it applied for this entity,
+#: so an event processed twice (crash, rebalance, redrive, two workers at once)
+#: counts once. Returns the number of event-entity pairs newly counted.
 _APPLY_LUA = """
-local key = KEYS[1]
-local ne = tonumber(ARGV[3])
-local cnt = {}
-local amt = {}
-local days = {}
 local applied = 0
-local i = 4
-for e = 1, ne do
-  local akey = KEYS[tonumber(ARGV[i])]
-  local day = ARGV[i + 1]
-  if redis.call('HSETNX', akey, ARGV[i + 2], ARGV[i + 3]) == 1 then
-    if cnt[day] == nil then
-      cnt[day] = 0
-      amt[day] = 0
-      days[#days + 1] = day
+local kb = 0
+local i = 1
+while i <= #ARGV do
+  local nk = tonumber(ARGV[i])
+  local ttl = ARGV[i + 1]
+  local attl = ARGV[i + 2]
+  local ne = tonumber(ARGV[i + 3])
+  local na = tonumber(ARGV[i + 4])
+  i = i + 5
+  local key = KEYS[kb + 1]
+  local cnt = {}
+  local amt = {}
+  local days = {}
+  for e = 1, ne do
+    local akey = KEYS[kb + tonumber(ARGV[i])]
+    local day = ARGV[i + 1]
+    if redis.call('HSETNX', akey, ARGV[i + 2], ARGV[i + 3]) == 1 then
+      if cnt[day] == nil then
+        cnt[day] = 0
+        amt[day] = 0
+        days[#days + 1] = day
+      end
+      cnt[day] = cnt[day] + 1
+      amt[day] = amt[day] + tonumber(ARGV[i + 3])
+      applied = applied + 1
     end
-    cnt[day] = cnt[day] + 1
-    amt[day] = amt[day] + tonumber(ARGV[i + 3])
-    applied = applied + 1
+    i = i + 4
   end
-  i = i + 4
-end
-for _, day in ipairs(days) do
-  redis.call('HINCRBY', key, 'n' .. day, cnt[day])
-  if amt[day] ~= 0 then
-    redis.call('HINCRBYFLOAT', key, 's' .. day, string.format('%.17g', amt[day]))
+  for _, day in ipairs(days) do
+    redis.call('HINCRBY', key, 'n' .. day, cnt[day])
+    if amt[day] ~= 0 then
+      redis.call('HINCRBYFLOAT', key, 's' .. day, string.format('%.17g', amt[day]))
+    end
   end
-end
-for k = 2, #KEYS do
-  redis.call('EXPIRE', KEYS[k], ARGV[2])
-end
-for j = i, #ARGV, 2 do
-  local f = ARGV[j]
-  local kind = string.sub(f, 1, 1)
-  if kind == 'n' then redis.call('HINCRBY', key, f, ARGV[j + 1])
-  elseif kind == 's' then redis.call('HINCRBYFLOAT', key, f, ARGV[j + 1])
-  elseif kind == '-' then redis.call('HDEL', key, string.sub(f, 2))
+  for k = kb + 2, kb + nk do
+    redis.call('EXPIRE', KEYS[k], attl)
   end
+  for j = 1, na do
+    local f = ARGV[i]
+    local kind = string.sub(f, 1, 1)
+    if kind == 'n' then redis.call('HINCRBY', key, f, ARGV[i + 1])
+    elseif kind == 's' then redis.call('HINCRBYFLOAT', key, f, ARGV[i + 1])
+    elseif kind == '-' then redis.call('HDEL', key, string.sub(f, 2))
+    end
+    i = i + 2
+  end
+  redis.call('EXPIRE', key, ttl)
+  kb = kb + nk
 end
-redis.call('EXPIRE', key, ARGV[1])
 return applied
 """
+
+#: Most entities one script call handles: bounds how long one call holds Redis
+#: (a script blocks every other client while it runs).
+GROUP_ENTITIES = 256
 
 
 @dataclass(slots=True)
@@ -105,6 +141,7 @@ class _Entry:
     #: were already applied (a redelivery): what the batch starts from.
     base_counts: dict[int, int] = field(default_factory=dict)
     base_sums: dict[int, float] = field(default_factory=dict)
+    base_total: int = 0
     #: Whether Redis held anything for the entity.
     present: bool = False
     #: This batch's events for the entity, in order: event id -> (day, amount).
@@ -217,7 +254,8 @@ class FeatureStore:
         self.round_trips = 0
         #: Event-entity pairs newly counted by the last write (replays excluded).
         self.last_applied = 0
-        self._apply_sha: str | None = None
+        self._shas: dict[str, str] = {}
+        self._cluster = isinstance(client, redis.RedisCluster)
 
     def read(self, wanted: Iterable[tuple[FeatureView, str]],
              events: Iterable[tuple[FeatureView, str, str, int]] = ()) -> WindowSnapshot:
@@ -245,67 +283,109 @@ class FeatureStore:
         self.degraded_batches += 1
         return snap
 
+    def _groups(self, idents: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+        """Entities per script call: chunks of ``GROUP_ENTITIES``, or one entity per
+        call on Redis Cluster (a script's keys must share a slot; an entity's do)."""
+        if self._cluster:
+            return [[i] for i in idents]
+        return [idents[lo:lo + GROUP_ENTITIES] for lo in range(0, len(idents), GROUP_ENTITIES)]
+
+    def _run_script(self, lua: str, calls: list[tuple[list[bytes], list[Any]]]) -> list[Any]:
+        """Every call of one script in one pipelined round trip (reloading the script
+        once if Redis lost its cache: reads are pure and writes count each event once,
+        so redoing the pipeline is safe)."""
+        for attempt in (1, 2):
+            sha = self._shas.get(lua)
+            if sha is None:
+                sha = self._shas[lua] = self.client.script_load(lua)
+            pipe = self.client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            try:
+                results = pipe.execute()
+                self.round_trips += 1
+                return results
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                self._shas.pop(lua, None)
+        raise AssertionError("unreachable")
+
     def _read(self, wanted: Iterable[tuple[FeatureView, str]],
               events: Iterable[tuple[FeatureView, str, str, int]] = ()) -> WindowSnapshot:
-        """One pipelined round trip: every wanted entity's windows, the "applied"
-        markers of ``events`` (view, entity, event id, day) and the label watermarks
-        of the views that have a freshness. Events Redis already counted for an
-        entity (a redelivery) are taken back out of its local windows, so the batch
-        recomputes their features from the state before them and counts them once."""
+        """One round trip: every wanted entity's windows, the "applied" markers of
+        ``events`` (view, entity, event id, day) and the label watermarks of the views
+        that have a freshness, read by one script call per group of entities. Events
+        Redis already counted for an entity (a redelivery) are taken back out of its
+        local windows, so the batch recomputes their features from the state before
+        them and counts them once."""
         snap = WindowSnapshot()
         order: list[tuple[str, str]] = []
-        pipe = self.client.pipeline(transaction=False)
         for view, entity_id in wanted:
             ident = (view.name, entity_id)
             if ident in snap.entries:
                 continue
-            key = feature_key(self.namespace, view.name, entity_id)
-            snap.entries[ident] = _Entry(key, view, entity_id, DayWindows())
+            snap.entries[ident] = _Entry(feature_key(self.namespace, view.name, entity_id), view, entity_id,
+                                         DayWindows())
             order.append(ident)
-            pipe.hgetall(key)
-        marks: dict[tuple[str, str, int], list[str]] = {}
-        for view, entity_id, event_id, day in events:
-            ids = marks.setdefault((view.name, entity_id, day), [])
-            if event_id not in ids:
-                ids.append(event_id)
-        mark_order = list(marks)
-        for vname, entity_id, day in mark_order:
-            pipe.hmget(applied_key(self.namespace, vname, entity_id, day), marks[(vname, entity_id, day)])
-        streams = sorted({WATERMARK_OF.get(v, v) for v, _ in order if VIEWS_BY_NAME.get(v) is not None
-                          and VIEWS_BY_NAME[v].freshness_s is not None})
-        for stream in streams:
-            pipe.get(watermark_key(self.namespace, stream))
         if not order:
             return snap
-        results = pipe.execute()
-        self.round_trips += 1
-        for ident, mapping in zip(order, results):
-            entry = snap.entries[ident]
-            entry.windows = DayWindows.from_hash(mapping)
-            entry.present = bool(mapping)
-        for (vname, entity_id, day), got in zip(mark_order, results[len(order):]):
-            entry = snap.entries[(vname, entity_id)]
-            w = entry.windows
-            for event_id, contrib in zip(marks[(vname, entity_id, day)], got):
-                if contrib is None:
-                    continue
-                entry.already_applied.add(event_id)
-                n = w.counts.get(day, 0) - 1
-                if n > 0:
-                    w.counts[day] = n
-                    w.sums[day] = w.sums.get(day, 0.0) - float(contrib)
-                else:
-                    w.counts.pop(day, None)
-                    w.sums.pop(day, None)
-        for stream, wm in zip(streams, results[len(order) + len(mark_order):]):
-            snap.watermarks[stream] = float(wm) if wm is not None else None
+        marks: dict[tuple[str, str], dict[int, list[str]]] = {}
+        for view, entity_id, event_id, day in events:
+            ids = marks.setdefault((view.name, entity_id), {}).setdefault(day, [])
+            if event_id not in ids:
+                ids.append(event_id)
+        streams = sorted({WATERMARK_OF.get(v, v) for v, _ in order if VIEWS_BY_NAME.get(v) is not None
+                          and VIEWS_BY_NAME[v].freshness_s is not None})
+        calls: list[tuple[list[bytes], list[Any]]] = []
+        layout: list[tuple[list[tuple[str, str]], list[tuple[tuple[str, str], int, list[str]]]]] = []
+        for group in self._groups(order):
+            keys = [snap.entries[ident].key for ident in group]
+            mkeys: list[bytes] = []
+            margs: list[Any] = []
+            mref: list[tuple[tuple[str, str], int, list[str]]] = []
+            for ident in group:
+                for day, ids in marks.get(ident, {}).items():
+                    mkeys.append(applied_key(self.namespace, ident[0], ident[1], day))
+                    margs += [len(ids), *ids]
+                    mref.append((ident, day, ids))
+            calls.append((keys + mkeys, [len(keys), len(mkeys), *margs]))
+            layout.append((group, mref))
+        wm_groups = [[s] for s in streams] if self._cluster else ([streams] if streams else [])
+        for names in wm_groups:
+            calls.append(([watermark_key(self.namespace, s) for s in names], [0, 0]))
+        results = self._run_script(_READ_LUA, calls)
+        for (group, mref), res in zip(layout, results):
+            for ident, flat in zip(group, res):
+                entry = snap.entries[ident]
+                entry.windows = DayWindows.from_flat(flat)
+                entry.present = bool(flat)
+            for (ident, day, ids), got in zip(mref, res[len(group):]):
+                entry = snap.entries[ident]
+                w = entry.windows
+                for event_id, contrib in zip(ids, got):
+                    if contrib is None:
+                        continue
+                    entry.already_applied.add(event_id)
+                    n = w.counts.get(day, 0) - 1
+                    if n > 0:
+                        w.counts[day] = n
+                        w.sums[day] = w.sums.get(day, 0.0) - float(contrib)
+                    else:
+                        w.counts.pop(day, None)
+                        w.sums.pop(day, None)
+        for names, res in zip(wm_groups, results[len(layout):]):
+            for stream, wm in zip(names, res):
+                snap.watermarks[stream] = float(wm) if wm is not None else None
         for entry in snap.entries.values():
             entry.base_counts = dict(entry.windows.counts)
             entry.base_sums = dict(entry.windows.sums)
+            entry.base_total = sum(entry.base_counts.values())
         return snap
 
-    def _calls(self, snap: WindowSnapshot) -> list[tuple[list[bytes], list[bytes | int | float | str]]]:
-        calls = []
+    def _segments(self, snap: WindowSnapshot) -> list[tuple[list[bytes], list[Any]]]:
+        """Per entity with something to write: its keys and its part of ``_APPLY_LUA``'s ARGV."""
+        segments = []
         for entry in snap.entries.values():
             view = entry.view
             w = entry.windows
@@ -314,7 +394,7 @@ class FeatureStore:
             ev_sums: dict[int, float] = {}
             keys: list[bytes] = [entry.key]
             key_index: dict[int, int] = {}
-            ev_args: list[bytes | int | float | str] = []
+            ev_args: list[Any] = []
             for event_id, (day, amount) in entry.pending.items():
                 ev_counts[day] = ev_counts.get(day, 0) + 1
                 ev_sums[day] = ev_sums.get(day, 0.0) + amount
@@ -324,9 +404,11 @@ class FeatureStore:
                     ki = key_index[day] = len(keys)
                 ev_args += [ki, day, event_id, repr(amount)]
             # Anything else changed in the local windows (callers that add without an
-            # event id): plain increments, not de-duplicated.
-            anon: list[bytes | int | float | str] = []
-            for day, n in w.counts.items():
+            # event id): plain increments, not de-duplicated. ``add`` only ever raises
+            # a count, so equal totals mean there is nothing to look for.
+            anon: list[Any] = []
+            anon_changed = sum(w.counts.values()) != entry.base_total + len(entry.pending)
+            for day, n in (w.counts.items() if anon_changed else ()):
                 dn = n - entry.base_counts.get(day, 0) - ev_counts.get(day, 0)
                 if dn:
                     anon += [count_field(day), dn]
@@ -335,15 +417,16 @@ class FeatureStore:
                         anon += [sum_field(day), repr(ds)]
             if not ev_args and not anon:
                 continue
-            if w.counts:
+            if w.counts and entry.base_counts and min(entry.base_counts) <= max(w.counts) - view.horizon_days:
                 newest = max(w.counts)
                 for d in entry.base_counts:
                     if d <= newest - view.horizon_days:
                         anon += [b"-" + count_field(d), 0]
                         if view.sums:
                             anon += [b"-" + sum_field(d), 0]
-            calls.append((keys, [view.ttl_s, view.dedup_ttl_s, len(entry.pending), *ev_args, *anon]))
-        return calls
+            segments.append((keys, [len(keys), view.ttl_s, view.dedup_ttl_s, len(entry.pending), len(anon) // 2,
+                                    *ev_args, *anon]))
+        return segments
 
     def write(self, snap: WindowSnapshot) -> int:
         """Write the batch in one round trip; returns the number of entities written.
@@ -364,28 +447,21 @@ class FeatureStore:
             return 0
 
     def _write(self, snap: WindowSnapshot) -> int:
-        calls = self._calls(snap)
-        if not calls:
+        segments = self._segments(snap)
+        if not segments:
             return 0
-        if self._apply_sha is None:
-            self._apply_sha = self.client.script_load(_APPLY_LUA)
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.evalsha(self._apply_sha, len(keys), *keys, *args)
-            try:
-                results = pipe.execute()
-                self.round_trips += 1
-                self.last_applied = int(sum(int(r) for r in results))
-                return len(calls)
-            except NoScriptError:
-                # Redis restarted and lost its script cache; every call of this
-                # pipeline failed alike, so loading the script and redoing it is safe
-                # (and would be even if some had run: each event counts once).
-                if attempt == 2:
-                    raise
-                self._apply_sha = self.client.script_load(_APPLY_LUA)
-        raise AssertionError("unreachable")
+        step = 1 if self._cluster else GROUP_ENTITIES
+        calls = []
+        for lo in range(0, len(segments), step):
+            keys: list[bytes] = []
+            args: list[Any] = []
+            for k, a in segments[lo:lo + step]:
+                keys += k
+                args += a
+            calls.append((keys, args))
+        results = self._run_script(_APPLY_LUA, calls)
+        self.last_applied = int(sum(int(r) for r in results))
+        return len(segments)
 
     def close(self) -> None:
         self.client.close()

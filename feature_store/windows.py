@@ -66,6 +66,20 @@ class DayWindows:
                 w.sums[day] = float(v)
         return w
 
+    @classmethod
+    def from_flat(cls, flat: list[bytes]) -> "DayWindows":
+        """From an HGETALL reply as a flat ``[field, value, ...]`` list (what a script returns)."""
+        w = cls()
+        counts = w.counts
+        sums = w.sums
+        it = iter(flat)
+        for k, v in zip(it, it):
+            if k[:1] == b"n":
+                counts[int(k[1:])] = int(v)
+            elif k[:1] == b"s":
+                sums[int(k[1:])] = float(v)
+        return w
+
 
 def count_field(day: int) -> bytes:
     return b"n%d" % day

@@ -741,6 +741,7 @@ def run_bench(profile: Profile, out_dir: Path, corpus: str, only: set[str] | Non
     result: dict[str, Any] = {"mode": profile.name, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", started),
                               "machine": machine_facts(), "profile": dataclasses.asdict(profile),
                               "settings": {"batch_max": settings.batch_max, "batch_wait_ms": settings.batch_wait_ms,
+                                           "latency_budget_ms": settings.latency_budget_ms,
                                            "device": settings.device, "partitions": 6,
                                            "kafka": settings.kafka_bootstrap},
                               "fraud": {}, "spam": {}, "errors": {}, "logs": str(logdir)}

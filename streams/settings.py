@@ -72,6 +72,7 @@ class Settings:
     replication_factor: int = 1
     batch_max: int = 500
     batch_wait_ms: int = 5
+    latency_budget_ms: float = 25.0
     feature_namespace: str = "prod"
     redis_timeout_s: float = 0.5
     #: Per pipeline, what to do while Redis is unavailable: ``defaults`` (decide with
@@ -105,6 +106,7 @@ class Settings:
             replication_factor=int(get("REPLICATION_FACTOR", str(cls.replication_factor))),
             batch_max=int(get("BATCH_MAX", str(cls.batch_max))),
             batch_wait_ms=int(get("BATCH_WAIT_MS", str(cls.batch_wait_ms))),
+            latency_budget_ms=float(get("LATENCY_BUDGET_MS", str(cls.latency_budget_ms))),
             feature_namespace=get("FEATURE_NAMESPACE", cls.feature_namespace),
             redis_timeout_s=float(get("REDIS_TIMEOUT_S", str(cls.redis_timeout_s))),
             fraud_on_redis_down=get("FRAUD_ON_REDIS_DOWN", cls.fraud_on_redis_down),

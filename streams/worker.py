@@ -22,6 +22,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from feature_store.store import UNAVAILABLE_ERRORS
+from streams.batching import MicroBatcher
 from streams.decisions import ALERT_ACTIONS, action_for, build_decision
 from streams.dlq import dlq_headers
 from streams.errors import RecordError
@@ -57,10 +58,13 @@ class WorkerStats:
     batches: int = 0
     redeliveries: int = 0
     actions: Counter[str] = field(default_factory=Counter)
+    #: Seconds spent per stage of the batch path (decode, score, produce, commit).
+    stage_s: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
         return {"events_in": self.events_in, "decisions": self.decisions, "dlq": self.dlq,
-                "batches": self.batches, "redeliveries": self.redeliveries, "actions": dict(self.actions)}
+                "batches": self.batches, "redeliveries": self.redeliveries, "actions": dict(self.actions),
+                "stage_s": {k: round(v, 3) for k, v in self.stage_s.items()}}
 
 
 def consumer_config(settings: Settings, group_id: str, client_id: str) -> dict[str, Any]:
@@ -90,6 +94,8 @@ def producer_config(settings: Settings, client_id: str, transactional_id: str | 
         "linger.ms": 2,
         "compression.type": "lz4",
         "message.timeout.ms": 120_000,
+        # Only failures need the Python callback; a callback per decision cost CPU.
+        "delivery.report.only.error": True,
     }
     if transactional_id:
         conf["transactional.id"] = transactional_id
@@ -116,6 +122,8 @@ class Worker:
         self.client_id = client_id
         self.transactional_id = transactional_id
         self.stats = WorkerStats()
+        self.batcher = MicroBatcher(settings.latency_budget_ms / 1000.0, settings.batch_max,
+                                    settings.batch_wait_ms / 1000.0)
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self._delivery_errors: list[KafkaError] = []
         # Injectable so unit tests can drive a batch without a broker.
@@ -206,6 +214,7 @@ class Worker:
 
     # -- the batch --------------------------------------------------------
     def process_batch(self, msgs: list[KafkaMessage]) -> None:
+        t_start = time.perf_counter()
         good: list[KafkaMessage] = []
         events: list[Any] = []
         failed: list[tuple[KafkaMessage, BaseException]] = []
@@ -227,7 +236,12 @@ class Worker:
                 failed.append((m, exc))
         if not commit:
             return
+        stage = self.stats.stage_s
+        t0 = time.perf_counter()
         good, events, scored = self._score(good, events, failed)
+        t1 = time.perf_counter()
+        stage["decode"] += t0 - t_start
+        stage["score"] += t1 - t0
         now = time.time()
         pipeline = self.scorer.pipeline
         alerts = ALERT_ACTIONS[pipeline]
@@ -255,7 +269,10 @@ class Worker:
         for m, exc in failed:
             self._produce(self.topics.dlq, m.key(), m.value() or b"", dlq_headers(m, exc, pipeline, now))
         offsets = [TopicPartition(t, p, o) for (t, p), o in commit.items()]
+        t2 = time.perf_counter()
         done = self._commit_transaction(offsets) if self.exactly_once else self._flush_and_commit(offsets, first)
+        stage["produce"] += t2 - t1
+        stage["commit"] += time.perf_counter() - t2
         if not done:
             self.stats.redeliveries += 1
             return
@@ -334,20 +351,26 @@ class Worker:
     def run(self, max_idle_s: float | None = None) -> WorkerStats:
         """Consume until ``stop_event`` is set (or, for tools, ``max_idle_s`` without records)."""
         self.consumer.subscribe([self.topics.input])
-        wait_s = self.settings.batch_wait_ms / 1000.0
+        batcher = self.batcher
         idle_since = time.monotonic()
         last_log = time.monotonic()
         try:
             while not self.stop_event.is_set():
-                msgs = self.consumer.consume(num_messages=self.settings.batch_max, timeout=max(wait_s, 0.001))
+                plan = batcher.plan()
+                msgs = self.consumer.consume(num_messages=plan.max_messages, timeout=max(plan.timeout_s, 0.001))
                 self.producer.poll(0)
                 if msgs:
+                    t0 = time.perf_counter()
                     self.process_batch(msgs)
+                    batcher.observe(plan.max_messages, len(msgs), time.perf_counter() - t0)
                     idle_since = time.monotonic()
-                elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
-                    break
+                else:
+                    batcher.observe(plan.max_messages, 0, 0.0)
+                    if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                        break
                 if time.monotonic() - last_log > 10:
-                    log.info("%s %s", self.scorer.pipeline, orjson.dumps(self.stats.as_dict()).decode())
+                    log.info("%s %s batching=%s", self.scorer.pipeline, orjson.dumps(self.stats.as_dict()).decode(),
+                             orjson.dumps(batcher.as_dict()).decode())
                     last_log = time.monotonic()
         finally:
             self.close()

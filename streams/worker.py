@@ -40,6 +40,25 @@ log = logging.getLogger(__name__)
 #: that times out is an unclear outcome: a new producer settles the transaction and the
 #: consumer goes back to the committed offsets, so nothing is lost or doubled.
 TXN_CALL_TIMEOUT_S = 30.0
+#: librdkafka does not always honour that timeout: when the group coordinator's broker is
+#: killed and drops out of the metadata, the TxnOffsetCommit of send_offsets_to_transaction
+#: waits for that broker for good (librdkafka #5456, #5511). So each transactional call runs
+#: on a helper thread and is given up this long after its own timeout (``TxnCallHung``).
+TXN_CALL_GRACE_S = 5.0
+#: Every wait of one failed commit's recovery (the calls, a new producer, reading the
+#: committed offsets) comes out of this budget, well below max.poll.interval.ms (120 s).
+TXN_RECOVERY_BUDGET_S = 75.0
+
+
+class TxnCallHung(Exception):
+    """A transactional call did not return in time; its producer is given up (outcome unclear)."""
+
+
+def _call_timeout(deadline: float | None, longest_s: float, shortest_s: float = 2.0) -> float:
+    """Timeout for one call: ``longest_s``, cut to what is left until ``deadline`` (not below ``shortest_s``)."""
+    if deadline is None:
+        return longest_s
+    return max(shortest_s, min(longest_s, deadline - time.monotonic()))
 
 
 class ScoringError(RecordError):
@@ -139,20 +158,58 @@ class Worker:
     def exactly_once(self) -> bool:
         return self.transactional_id is not None
 
-    def _new_producer(self) -> Any:
+    def _new_producer(self, deadline: float | None = None) -> Any:
+        """A producer; in exactly-once mode with its transactions initialised.
+
+        ``deadline`` (monotonic) shortens each attempt so a recovery stays within its budget."""
         producer = Producer(producer_config(self.settings, self.client_id, self.transactional_id))
         if self.transactional_id:
-            # Fences an older producer with this id and aborts its open transaction.
-            # Bounded waits, so a stop request is seen while the broker is away.
+            # Fences an older producer with this id and aborts its open transaction (or
+            # waits for its commit to complete). Bounded waits, so a stop request is seen
+            # while the broker is away.
             while True:
                 try:
-                    producer.init_transactions(10)
+                    self._txn_call(producer, "init_transactions", _call_timeout(deadline, 10.0, 5.0))
                     break
+                except TxnCallHung as exc:
+                    if self.stop_event.is_set():
+                        raise
+                    log.warning("%s; retrying with a new producer", exc)
+                    producer = Producer(producer_config(self.settings, self.client_id, self.transactional_id))
                 except KafkaException as exc:
                     if exc.args[0].fatal() or self.stop_event.is_set():
                         raise
                     log.warning("init_transactions: %s; retrying", exc)
+                    self.stop_event.wait(0.2)
         return producer
+
+    @staticmethod
+    def _txn_call(producer: Any, name: str, timeout_s: float, *args: Any) -> Any:
+        """``producer.<name>(*args, timeout_s)``, waited for at most ``timeout_s + TXN_CALL_GRACE_S``.
+
+        The call runs on a daemon thread because librdkafka may block past its timeout
+        (see ``TXN_CALL_GRACE_S``); then this raises ``TxnCallHung`` and the caller must give
+        the producer up: the thread keeps it until the call returns, if ever, and a new
+        producer with the same transactional id fences it."""
+        fn = getattr(producer, name)
+        box: list[tuple[bool, Any]] = []
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box.append((True, fn(*args, timeout_s)))
+            except BaseException as exc:  # handed to the caller
+                box.append((False, exc))
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name=f"txn-{name}", daemon=True).start()
+        if not done.wait(timeout_s + TXN_CALL_GRACE_S):
+            raise TxnCallHung(f"{name} did not return within {timeout_s + TXN_CALL_GRACE_S:.0f}s")
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
 
     def _produce(self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] | None = None) -> None:
         while True:
@@ -308,24 +365,31 @@ class Worker:
         transaction did not commit.
         """
         pipeline = self.scorer.pipeline
+        # Every call is bounded (``_txn_call``) and a failure's recovery shares one budget, so
+        # the worker is back in consume() well within max.poll.interval.ms.
+        deadline = time.monotonic() + TXN_RECOVERY_BUDGET_S
+        producer = self.producer
         try:
-            self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(),
-                                                      TXN_CALL_TIMEOUT_S)
-            self.producer.commit_transaction(TXN_CALL_TIMEOUT_S)
+            self._txn_call(producer, "send_offsets_to_transaction", TXN_CALL_TIMEOUT_S,
+                           offsets, self.consumer.consumer_group_metadata())
+            self._txn_call(producer, "commit_transaction", _call_timeout(deadline, TXN_CALL_TIMEOUT_S))
             return True
+        except TxnCallHung as exc:
+            log.error("%s: %s; building a new producer", pipeline, exc)
+            self.producer = self._new_producer(deadline)
         except KafkaException as exc:
             err = exc.args[0]
             if err.txn_requires_abort():
                 log.warning("%s: transaction aborted (%s); deciding the batch again", pipeline, err)
                 try:
-                    self.producer.abort_transaction(TXN_CALL_TIMEOUT_S)
-                except KafkaException as abort_exc:
+                    self._txn_call(producer, "abort_transaction", _call_timeout(deadline, TXN_CALL_TIMEOUT_S))
+                except (KafkaException, TxnCallHung) as abort_exc:
                     log.error("%s: abort failed (%s); building a new producer", pipeline, abort_exc)
-                    self.producer = self._new_producer()
+                    self.producer = self._new_producer(deadline)
             else:
                 log.error("%s: transaction failed (%s, fatal=%s); building a new producer", pipeline, err, err.fatal())
-                self.producer = self._new_producer()
-        self._seek_committed([TopicPartition(tp.topic, tp.partition) for tp in offsets])
+                self.producer = self._new_producer(deadline)
+        self._seek_committed([TopicPartition(tp.topic, tp.partition) for tp in offsets], deadline)
         return False
 
     def _seek(self, offsets: dict[tuple[str, int], int]) -> None:
@@ -335,15 +399,21 @@ class Worker:
             except KafkaException as exc:  # no longer assigned: its new owner starts from the commit
                 log.info("seek %s[%d] skipped: %s", topic, part, exc)
 
-    def _seek_committed(self, partitions: list[TopicPartition]) -> None:
+    def _seek_committed(self, partitions: list[TopicPartition], deadline: float | None = None) -> None:
+        """Go back to the group's committed offsets of ``partitions``.
+
+        Only the committed offsets tell whether an unclear transaction committed, so this
+        retries (each wait bounded, within ``deadline`` while it lasts) until it reads them
+        or the worker is stopping (then it returns: nothing more is committed)."""
         while True:
             try:
-                committed = self.consumer.committed(partitions, timeout=10)
+                committed = self.consumer.committed(partitions, timeout=_call_timeout(deadline, 10.0))
                 break
             except KafkaException as exc:
                 if self.stop_event.is_set():
                     return
                 log.warning("reading committed offsets failed (%s); retrying", exc)
+                self.stop_event.wait(0.2)
         # OFFSET_INVALID (-1001): nothing committed yet, so start from the beginning.
         self._seek({(tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                     for tp in committed})

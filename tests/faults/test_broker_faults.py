@@ -390,11 +390,6 @@ def test_kill9_one_of_three_brokers_at_least_once(cluster3: Brokers, stack: Stac
     _kill_one_of_three("broker-kill9-rf3-at-least-once", cluster3, stack, prefix, model_dir, tmp_path)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known, open (delivery issue): in exactly-once mode, killing the broker that coordinates the "
-    "worker's group sometimes stalls the worker past the test's drain limit; with transactional calls "
-    "bounded at 30 s it passed once and failed once here. Kept in the suite so its outcome stays visible "
-    "(xfailed / xpassed), never counted as passed."))
 def test_kill9_one_of_three_brokers_exactly_once(cluster3: Brokers, stack: Stack, prefix: str,
                                                  model_dir: Path, tmp_path: Path) -> None:
     acc = _kill_one_of_three("broker-kill9-rf3-exactly-once", cluster3, stack, prefix, model_dir, tmp_path,

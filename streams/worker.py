@@ -245,7 +245,8 @@ class Worker:
                 if self.stop_event.is_set():
                     raise
                 log.warning("%s: feature store unavailable (%s); retrying in %.1fs", self.scorer.pipeline, exc, backoff)
-                time.sleep(backoff)
+                if self.stop_event.wait(backoff):
+                    raise
                 backoff = min(backoff * 2, 5.0)
             except Exception as exc:  # a record the model or features cannot handle
                 if len(events) == 1:
@@ -295,7 +296,12 @@ class Worker:
             return
         stage = self.stats.stage_s
         t0 = time.perf_counter()
-        good, events, scored = self._score(good, events, failed)
+        try:
+            good, events, scored = self._score(good, events, failed)
+        except UNAVAILABLE_ERRORS as exc:  # only escapes _score when the worker is stopping
+            log.warning("%s: stopping during a feature-store outage (%s): the batch is left uncommitted "
+                        "and will be decided after a restart", self.scorer.pipeline, exc)
+            return
         t1 = time.perf_counter()
         stage["decode"] += t0 - t_start
         stage["score"] += t1 - t0

@@ -127,3 +127,44 @@ def test_redis_outage(stack: Stack, prefix: str, model_dir: Path, tmp_path: Path
     else:
         assert not degraded, "pause never decides without features"
     delete_topics(stack.bootstrap, prefix)
+
+
+def test_sigterm_while_redis_is_down_under_pause(stack: Stack, prefix: str, model_dir: Path, tmp_path: Path,
+                                                 own_redis: OwnRedis) -> None:
+    """Stopping a worker whose store is down (``pause``: it is retrying a batch) exits 0
+    promptly, commits nothing for that batch, and a restarted worker decides it: lost 0."""
+    topics = topics_for("fraud", prefix)
+    ensure_topics({"bootstrap.servers": stack.bootstrap}, topics.all(), 6, 1)
+    env = worker_env(stack, prefix, model_dir, STREAMINFER_FRAUD_ON_REDIS_DOWN="pause")
+    env["STREAMINFER_REDIS_URL"] = own_redis.url
+    workers = Workers(env, logdir=tmp_path)
+    first = workers.start()
+    txs = transactions(RATE_PER_S * 10, seed=67)
+    wait_for(lambda: (tmp_path / "worker-0.log").read_text().count("fraud worker:") > 0, 60)
+    time.sleep(3)
+    feeder = paced_feeder(stack.bootstrap, topics.input, txs, RATE_PER_S)
+    try:
+        time.sleep(4)
+        assert own_redis.proc is not None
+        own_redis.proc.kill()
+        own_redis.proc.wait(10)
+        time.sleep(2)  # the worker is now retrying a batch against the dead store
+        t0 = time.monotonic()
+        first.send_signal(signal.SIGTERM)
+        code = first.wait(30)
+        stop_s = time.monotonic() - t0
+        log = (tmp_path / "worker-0.log").read_text(errors="replace")
+        assert code == 0, log[-3000:]
+        assert "stopping during a feature-store outage" in log
+        own_redis.start()
+        feeder.join(60)
+        workers.start()
+        wait_all_decided(stack, topics.decisions, len(txs), "read_uncommitted", timeout_s=120, workers=workers)
+    finally:
+        codes = workers.stop_all()
+    assert codes[-1] == 0, workers.logs()
+    acc = account(stack, topics.decisions, [t["event_id"] for t in txs], "read_uncommitted")
+    acc.report("redis-down-sigterm-pause", stop_s=round(stop_s, 1))
+    assert acc.lost == 0
+    assert stop_s < 10, f"a stop during the outage is prompt ({stop_s:.1f} s)"
+    delete_topics(stack.bootstrap, prefix)

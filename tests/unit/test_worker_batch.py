@@ -145,3 +145,24 @@ def test_offsets_committed_per_partition_as_last_plus_one() -> None:
     w, _, c = make_worker()
     w.process_batch([Msg(tx(0, 1), 10, 0), Msg(tx(1, 1), 3, 1), Msg(tx(2, 1), 11, 0)])
     assert sorted(c.commits[0]) == [("transactions", 0, 12), ("transactions", 1, 4)]
+
+
+def test_stop_during_a_feature_store_outage_leaves_the_batch_uncommitted_and_exits_cleanly() -> None:
+    import redis
+
+    class DownScorer(AmountScorer):
+        def __init__(self, w_stop: Any) -> None:
+            self.stop = w_stop
+
+        def score(self, events: Sequence[Transaction]) -> Scored:
+            self.stop.set()  # SIGTERM arrives while Redis is down (the `pause` policy raises)
+            raise redis.ConnectionError("Connection refused")
+
+    p, c = StubProducer(), StubConsumer()
+    import threading
+
+    stop = threading.Event()
+    w = Worker(Settings(), DownScorer(stop), topics_for("fraud"), "g", consumer=c, producer=p, stop_event=stop)
+    w.process_batch([Msg(tx(0, 10), 0), Msg(tx(1, 20), 1)])
+    assert p.sent == [] and c.commits == []
+    assert w.stats.decisions == 0 and w.stats.dlq == 0

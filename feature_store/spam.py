@@ -15,12 +15,20 @@ Two kinds of values, in ``SPAM_DENSE_FEATURES`` order:
 Counts and lengths enter as ``log1p`` so that a few huge values do not dominate
 the normalisation. Everything is a pure function of the decoded ``Email`` and
 the two windows, so a replay with the same windows gives the same row.
+
+The trained models depend on these exact values (``models/train_spam.py`` calls
+this same function), so the fast paths here (byte-level letter counts for ASCII
+text, a strict pattern for plain ``http(s)://host`` URLs, one pass per window
+entity) are written to give bit-identical results to the plain definitions they
+replace; ``tests/unit/test_spam_dense_fast.py`` checks that over the corpus.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
+import re
+import string
 from urllib.parse import urlsplit
 
 from feature_store.windows import DayWindows, day_of
@@ -98,23 +106,65 @@ def sender_keys(email: Email) -> tuple[str, str]:
     return addr, (domain.strip(". >") or NO_DOMAIN)
 
 
+_ASCII_LETTERS = string.ascii_letters.encode("ascii")
+_ASCII_UPPER = string.ascii_uppercase.encode("ascii")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
 def _upper_ratio(text: str) -> float:
-    letters = sum(1 for c in text if c.isalpha())
+    """Characters with ``str.isupper()`` over characters with ``str.isalpha()`` (0 without letters).
+
+    Counted without a Python step per character: among ASCII characters exactly
+    ``A-Za-z`` are alphabetic and ``A-Z`` upper-case, so ``bytes.translate`` counts
+    those in C; only the non-ASCII characters (usually few) go through the ``str``
+    predicates, in ``map`` rather than a generator.
+    """
+    if text.isascii():
+        b = text.encode("ascii")
+        rest = ""
+    else:
+        b = text.encode("ascii", "ignore")
+        rest = "".join(_NON_ASCII.findall(text))
+    letters = len(b) - len(b.translate(None, _ASCII_LETTERS))
+    if rest:
+        letters += sum(map(str.isalpha, rest))
     if not letters:
         return 0.0
-    return sum(1 for c in text if c.isupper()) / letters
+    upper = len(b) - len(b.translate(None, _ASCII_UPPER))
+    if rest:
+        upper += sum(map(str.isupper, rest))
+    return upper / letters
+
+
+#: ``scheme://host[:port]`` followed by ``/``, ``?``, ``#`` or the end, all ASCII, with no
+#: character that ``urlsplit`` treats specially in a netloc (``@ [ ] % :`` beyond the
+#: port, whitespace and controls, which it strips or rejects): for such URLs the
+#: hostname is the lower-cased host, exactly what ``urlsplit(url).hostname`` gives.
+_PLAIN_URL = re.compile(
+    r"(?:[Hh][Tt][Tt][Pp][Ss]?|[Ff][Tt][Pp])://([A-Za-z0-9._~!$&'()*+,;=-]*)(?::[0-9]*)?(?=[/?#]|\Z)")
 
 
 def _host(url: str) -> str:
+    m = _PLAIN_URL.match(url)
+    if m is not None:
+        return m.group(1).lower()
     try:
         return (urlsplit(url).hostname or "").lower()
     except ValueError:
         return ""
 
 
+#: Every string ``ipaddress.ip_address`` accepts is made of these (plus anything after an
+#: IPv6 zone's ``%``); a host with any other character is not an address literal.
+_IP_CHARS = re.compile(r"[0-9A-Fa-f.:]+")
+
+
 def _is_ip(host: str) -> bool:
     if not host:
         return False
+    if "%" not in host and _IP_CHARS.fullmatch(host) is None:
+        # what ip_address's ValueError leads to below, without raising it
+        return host.isdigit() or host.startswith("0x")
     try:
         ipaddress.ip_address(host)
         return True
@@ -189,14 +239,36 @@ def spam_dense_features(email: Email, sender: DayWindows, domain: DayWindows,
     ]
     day = day_of(email.ts_s)
     for w in (sender, domain):
-        for k in WINDOWS_DAYS:
-            n, _ = w.window(day, k)
-            row.append(math.log1p(n))
+        row += _window_counts(w, day)
     for reports in (sender_reports, domain_reports):  # None: no reports known, defaults 0
         n, spam = reports.window(day - 1, REPORT_WINDOW_DAYS) if reports is not None else (0, 0.0)
         row.append(math.log1p(n))
         row.append(spam / n if n else 0.0)
     return row
+
+
+def _window_counts_generic(w: DayWindows, day: int) -> list[float]:
+    """``log1p`` of the message count of every ``WINDOWS_DAYS`` window ending at ``day``."""
+    return [math.log1p(w.window(day, k)[0]) for k in WINDOWS_DAYS]
+
+
+def _window_counts_1_7_30(w: DayWindows, day: int) -> list[float]:
+    """``_window_counts_generic`` for ``WINDOWS_DAYS == (1, 7, 30)`` in one pass over the
+    buckets: a bucket ``age`` days before ``day`` is in every window longer than ``age``.
+    Counts are integers, so the order of the additions cannot change a total."""
+    n1 = n7 = n30 = 0
+    for d, c in w.counts.items():
+        age = day - d
+        if 0 <= age < 30:
+            n30 += c
+            if age < 7:
+                n7 += c
+                if age < 1:
+                    n1 += c
+    return [math.log1p(n1), math.log1p(n7), math.log1p(n30)]
+
+
+_window_counts = _window_counts_1_7_30 if WINDOWS_DAYS == (1, 7, 30) else _window_counts_generic
 
 
 def apply_report(report_ts_s: float, is_spam: bool, reports: DayWindows) -> None:

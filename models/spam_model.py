@@ -7,15 +7,17 @@ Architecture (``arch`` in the metadata)::
     [e, z] -> Linear(dim + n_dense, hidden) -> ReLU -> Linear(hidden, 1) -> sigmoid
 
 Token ids come from ``models.text.hash_email_text`` with the artifact's text
-parameters, dense features from ``feature_store.spam.spam_dense_features``;
+parameters (``tokens_batch``: the same ids for a whole batch from the batched
+hasher, already flat for the EmbeddingBag), dense features from ``feature_store.spam.spam_dense_features``;
 ``predict`` takes the raw dense rows and normalises them with the artifact's
 mean/std, so the serving path never re-implements the normalisation.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ from torch import nn
 from models.artifacts import ArtifactError, load_artifact
 from models.fraud_model import PRECISIONS, resolve_precision
 from models.runtime import select_device
-from models.text import SCHEME, hash_email_text
+from models.text import SCHEME, hash_email_text, hash_email_texts_flat
 from streams.events import Email
 
 
@@ -60,7 +62,7 @@ class SpamNet(nn.Module):
         return self
 
 
-def flatten(token_ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def flatten(token_ids: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """(flat ids, offsets) for an EmbeddingBag batch."""
     if not token_ids:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
@@ -69,6 +71,32 @@ def flatten(token_ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     np.cumsum(lengths[:-1], out=offsets[1:])
     flat = np.concatenate(token_ids).astype(np.int64, copy=False) if lengths.sum() else np.empty(0, dtype=np.int64)
     return flat, offsets
+
+
+@dataclass(frozen=True, slots=True)
+class TokenBatch:
+    """A batch's token ids in EmbeddingBag form: email ``i``'s ids are
+    ``ids[offsets[i]:offsets[i + 1]]``. ``predict`` takes it as is (no per-email
+    arrays to build and concatenate again); indexing gives one email's ids."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        n = len(self.offsets)
+        if not -n <= i < n:
+            raise IndexError(f"email {i} of {n}")
+        i %= n
+        end = int(self.offsets[i + 1]) if i + 1 < n else len(self.ids)
+        return self.ids[int(self.offsets[i]):end]
+
+    def as_list(self) -> list[np.ndarray]:
+        """One (view) array per email."""
+        bounds = self.offsets.tolist() + [len(self.ids)]
+        return [self.ids[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def build_net(metadata: dict[str, Any]) -> SpamNet:
@@ -136,16 +164,28 @@ class SpamModel:
         return cls(net, meta, art.version, select_device(device), precision=precision, pinned=pinned)
 
     def tokens(self, email: Email) -> np.ndarray:
+        """One email's ids (the reference hasher; the per-message path)."""
         return hash_email_text(email.subject, email.body, self._n_buckets, self._max_tokens,
                                bigrams=self._bigrams, char_ngrams=self._char_ngrams)
 
-    def predict(self, token_ids: list[np.ndarray], dense: np.ndarray) -> np.ndarray:
+    def tokens_batch(self, emails: Sequence[Email]) -> TokenBatch:
+        """Every email's ids at once, equal to ``tokens`` email by email, at a fraction of
+        the cost: the batched hasher's fixed cost is per batch, not per email."""
+        ids, offsets = hash_email_texts_flat([e.subject for e in emails], [e.body for e in emails],
+                                             self._n_buckets, self._max_tokens,
+                                             bigrams=self._bigrams, char_ngrams=self._char_ngrams)
+        return TokenBatch(ids, offsets)
+
+    def predict(self, token_ids: Sequence[np.ndarray] | TokenBatch, dense: np.ndarray) -> np.ndarray:
         """One float32 score in [0, 1] per email, the whole batch in one forward."""
         n = len(token_ids)
         dense = np.asarray(dense, dtype=np.float32).reshape(n, len(self.dense_features))
         if n == 0:
             return np.empty(0, dtype=np.float32)
-        flat, offsets = flatten(token_ids)
+        if isinstance(token_ids, TokenBatch):
+            flat, offsets = token_ids.ids, token_ids.offsets
+        else:
+            flat, offsets = flatten(token_ids)
         if self.pinned:
             return self._predict_pinned(flat, offsets, np.ascontiguousarray(dense))
         with torch.inference_mode():

@@ -32,7 +32,13 @@ class SpamScorer(ModelScorer):
     def score(self, events: Sequence[Email]) -> Scored:
         rows, defaulted, snap = spam_batch(self.store, events)
         dense = rows if self._cols is None else rows[:, self._cols]
-        tokens = [self.model.tokens(e) for e in events]
+        # The batched hasher when the model has one (SpamModel does: same ids, a fraction
+        # of the cost); stand-in models may only tokenise one email at a time.
+        tokens_batch = getattr(self.model, "tokens_batch", None)
+        if tokens_batch is not None:
+            tokens = tokens_batch(events)
+        else:
+            tokens = [self.model.tokens(e) for e in events]
         scores = self.model.predict(tokens, dense)
         self.store.write(snap)
         names = set(self.feature_names)

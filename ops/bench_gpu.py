@@ -625,7 +625,7 @@ def e2e_spam(d: Data, dev: str, kw: dict[str, Any], batch: int) -> dict[str, Any
             dense[i] = spam_dense_features(e, sw, dw)
             apply_email(e, sw, dw)
         t2 = time.perf_counter()
-        toks = [model.tokens(e) for e in evs]
+        toks = model.tokens_batch(evs)  # what the worker does (streams/spam_scorer.py)
         t3 = time.perf_counter()
         scores = model.predict(toks, dense)
         t4 = time.perf_counter()

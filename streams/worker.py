@@ -1,11 +1,16 @@
 """The consume -> decide -> produce -> commit loop, shared by both pipelines.
 
-At-least-once: offsets are stored only after the broker has acknowledged every
-decision and DLQ record of the batch (idempotent producer, acks=all), and then
-committed synchronously. A record that cannot be decoded or scored goes to the
-DLQ with its original bytes; the batch goes on. If the broker does not
-acknowledge, the consumer rewinds to the batch's first offsets and decides it
-again, so a decision may repeat but is never lost (``event_id`` de-duplicates).
+At-least-once: a batch's offsets are committed only after the broker has
+acknowledged every decision and DLQ record of the batch (idempotent producer,
+acks=all). The wait is pipelined: a batch's records are sent, the next batch is
+consumed and scored meanwhile, and just before that one produces, the earlier
+batches are committed (asynchronously) if their acknowledgements are in, or left
+pending (a few batches, half a second at most) and waited for. Shutdown and a
+rebalance wait and commit synchronously. A record that cannot be decoded or
+scored goes to the DLQ with its original bytes; the batch goes on. If the broker
+does not acknowledge, the consumer rewinds to the first offsets of the pending
+batches and decides them again, so a decision may repeat but is never lost
+(``event_id`` de-duplicates).
 """
 
 from __future__ import annotations
@@ -59,6 +64,21 @@ def _call_timeout(deadline: float | None, longest_s: float, shortest_s: float = 
     if deadline is None:
         return longest_s
     return max(shortest_s, min(longest_s, deadline - time.monotonic()))
+
+
+#: At-least-once pipelining: how many produced batches may wait for their
+#: acknowledgements (uncommitted) while the next is processed, and for how long.
+MAX_PENDING_BATCHES = 3
+MAX_PENDING_S = 0.5
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A produced, uncommitted batch: its commit offsets and first offsets per partition."""
+
+    offsets: dict[tuple[str, int], int]
+    first: dict[tuple[str, int], int]
+    since: float
 
 
 class ScoringError(RecordError):
@@ -145,8 +165,11 @@ class Worker:
                                     settings.batch_wait_ms / 1000.0)
         self.stop_event = stop_event if stop_event is not None else threading.Event()
         self._delivery_errors: list[KafkaError] = []
+        #: At-least-once: batches produced but not yet committed, oldest first.
+        self._pending: list[_Pending] = []
         # Injectable so unit tests can drive a batch without a broker.
-        self.consumer = consumer if consumer is not None else Consumer(consumer_config(settings, group_id, client_id))
+        self.consumer = consumer if consumer is not None else Consumer(
+            {**consumer_config(settings, group_id, client_id), "on_commit": self._on_commit})
         self.producer = producer if producer is not None else self._new_producer()
 
     # -- delivery ---------------------------------------------------------
@@ -305,6 +328,11 @@ class Worker:
         t1 = time.perf_counter()
         stage["decode"] += t0 - t_start
         stage["score"] += t1 - t0
+        if not self.exactly_once and not self._settle(block=False, also_rewind=first):
+            # An earlier batch was not acknowledged: everything from its first offsets,
+            # this batch included, is decided again.
+            self.stats.redeliveries += 1
+            return
         now = time.time()
         pipeline = self.scorer.pipeline
         alerts = ALERT_ACTIONS[pipeline]
@@ -331,9 +359,12 @@ class Worker:
             actions[action] += 1
         for m, exc in failed:
             self._produce(self.topics.dlq, m.key(), m.value() or b"", dlq_headers(m, exc, pipeline, now))
-        offsets = [TopicPartition(t, p, o) for (t, p), o in commit.items()]
         t2 = time.perf_counter()
-        done = self._commit_transaction(offsets) if self.exactly_once else self._flush_and_commit(offsets, first)
+        if self.exactly_once:
+            done = self._commit_transaction([TopicPartition(t, p, o) for (t, p), o in commit.items()])
+        else:
+            self._pending.append(_Pending(commit, first, time.monotonic()))
+            done = True
         stage["produce"] += t2 - t1
         stage["commit"] += time.perf_counter() - t2
         if not done:
@@ -345,21 +376,69 @@ class Worker:
         self.stats.dlq += len(failed)
         self.stats.actions.update(actions)
 
-    def _flush_and_commit(self, offsets: list[TopicPartition], first: dict[tuple[str, int], int]) -> bool:
-        """At-least-once: commit only after every record of the batch is acknowledged."""
+    def _settle(self, block: bool, also_rewind: dict[tuple[str, int], int] | None = None) -> bool:
+        """At-least-once: commit the offsets of the pending batches once the broker has
+        acknowledged every record they produced; returns False if it did not (then the
+        consumer is rewound to the first offsets of those batches and of ``also_rewind``,
+        the batch in hand, and nothing is committed).
+
+        ``block=False`` is the pipelined path: called before a batch produces, it commits
+        the earlier batches if their acknowledgements are already in (they had this
+        batch's scoring time to arrive) with an asynchronous commit, and otherwise leaves
+        them pending, up to ``MAX_PENDING_BATCHES`` or ``MAX_PENDING_S``, after which it
+        waits. ``block=True`` (shutdown, rebalance, tools) waits and commits synchronously.
+        """
+        if not self._pending:
+            return True
         try:
+            if not block:
+                self.producer.poll(0)
+                waiting = len(self.producer) > 0
+                if waiting and (len(self._pending) >= MAX_PENDING_BATCHES
+                                or time.monotonic() - self._pending[0].since > MAX_PENDING_S):
+                    block = True
+                elif waiting and not self._delivery_errors:
+                    return True
             self._flush()
         except DeliveryError as exc:
-            log.error("%s: %s; rewinding to decide the batch again", self.scorer.pipeline, exc)
-            self._seek({tp: off for tp, off in first.items()})
+            rewind: dict[tuple[str, int], int] = {}
+            for b in [*self._pending, _Pending({}, also_rewind or {}, 0.0)]:
+                for tp, off in b.first.items():
+                    rewind[tp] = min(off, rewind.get(tp, off))
+            self._pending.clear()
+            log.error("%s: %s; rewinding to decide those batches again", self.scorer.pipeline, exc)
+            self._seek(rewind)
             return False
+        offsets: dict[tuple[str, int], int] = {}
+        for b in self._pending:
+            offsets.update(b.offsets)
+        self._pending.clear()
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                 asynchronous=not block)
         except KafkaException as exc:
             # Typically a rebalance took the partitions: their new owner decides
             # the batch again (a repeat, never a loss).
             log.warning("%s: commit failed (%s); the batch may be decided again", self.scorer.pipeline, exc)
         return True
+
+    def settle(self) -> bool:
+        """Wait for the pending batches' acknowledgements and commit them (see ``_settle``)."""
+        return self._settle(block=True)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            log.warning("%s: asynchronous commit failed (%s); those offsets may be decided again",
+                        self.scorer.pipeline, err)
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Commit what is acknowledged before the partitions go, so their next owner
+        repeats as little as possible."""
+        if self.exactly_once or not self._pending:
+            return
+        if not self._settle(block=True):
+            log.warning("%s: pending batches were not acknowledged before a rebalance; their next owner "
+                        "decides them again", self.scorer.pipeline)
 
     def _commit_transaction(self, offsets: list[TopicPartition]) -> bool:
         """Exactly-once: the batch's outputs and its input offsets commit atomically.
@@ -426,7 +505,7 @@ class Worker:
 
     def run(self, max_idle_s: float | None = None) -> WorkerStats:
         """Consume until ``stop_event`` is set (or, for tools, ``max_idle_s`` without records)."""
-        self.consumer.subscribe([self.topics.input])
+        self.consumer.subscribe([self.topics.input], on_revoke=self._on_revoke)
         batcher = self.batcher
         idle_since = time.monotonic()
         last_log = time.monotonic()
@@ -442,6 +521,7 @@ class Worker:
                     idle_since = time.monotonic()
                 else:
                     batcher.observe(plan.max_messages, 0, 0.0)
+                    self._settle(block=False)
                     if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                         break
                 if time.monotonic() - last_log > 10:
@@ -454,6 +534,8 @@ class Worker:
 
     def close(self) -> None:
         try:
+            if not self.exactly_once:
+                self.settle()
             self.producer.flush(self.settings.shutdown_timeout_s)
         finally:
             self.consumer.close()

@@ -63,9 +63,11 @@ class StubConsumer:
     commits: list[list[Any]] = field(default_factory=list)
     seeks: list[Any] = field(default_factory=list)
 
+    asynchronous: list[bool] = field(default_factory=list)
+
     def commit(self, offsets: list[Any], asynchronous: bool) -> None:
-        assert asynchronous is False
         self.commits.append([(o.topic, o.partition, o.offset) for o in offsets])
+        self.asynchronous.append(asynchronous)
 
     def seek(self, tp: Any) -> None:
         self.seeks.append((tp.topic, tp.partition, tp.offset))
@@ -107,6 +109,8 @@ def test_good_bad_and_poison_records_in_one_batch() -> None:
     msgs = [Msg(tx(0, 10), 0), Msg(b"{not json", 1), Msg(tx(2, 600), 2), Msg(tx(3, 5, "poison"), 3),
             Msg(tx(4, 950), 4, _headers=[("trace", b"abc")])]
     w.process_batch(msgs)
+    assert c.commits == []  # pending until acknowledged
+    w.settle()
     by_topic: dict[str, list[Any]] = {}
     for topic, key, value, headers in p.sent:
         by_topic.setdefault(topic, []).append((key, value, headers))
@@ -136,14 +140,16 @@ def test_unacknowledged_batch_is_not_committed_but_rewound() -> None:
     w, p, c = make_worker()
     p.fail = True
     w.process_batch([Msg(tx(0, 10), 40, _partition=2), Msg(tx(1, 10), 41, _partition=2)])
+    assert not w.settle()
     assert c.commits == []
     assert c.seeks == [("transactions", 2, 40)]
-    assert w.stats.redeliveries == 1 and w.stats.decisions == 0
 
 
 def test_offsets_committed_per_partition_as_last_plus_one() -> None:
     w, _, c = make_worker()
     w.process_batch([Msg(tx(0, 1), 10, 0), Msg(tx(1, 1), 3, 1), Msg(tx(2, 1), 11, 0)])
+    w.settle()
+    assert c.asynchronous == [False]
     assert sorted(c.commits[0]) == [("transactions", 0, 12), ("transactions", 1, 4)]
 
 
@@ -166,3 +172,41 @@ def test_stop_during_a_feature_store_outage_leaves_the_batch_uncommitted_and_exi
     w.process_batch([Msg(tx(0, 10), 0), Msg(tx(1, 20), 1)])
     assert p.sent == [] and c.commits == []
     assert w.stats.decisions == 0 and w.stats.dlq == 0
+
+
+def test_pipelined_commit_of_the_previous_batch_once_acknowledged() -> None:
+    """Batch 1 is committed (asynchronously) when batch 2 is about to produce and batch
+    1's acknowledgements are in; not before."""
+    w, p, c = make_worker()
+    w.process_batch([Msg(tx(0, 1), 0), Msg(tx(1, 1), 1)])
+    assert c.commits == [] and len(p) == 2
+    p.flush()  # the broker acknowledges batch 1 while batch 2 is consumed and scored
+    w.process_batch([Msg(tx(2, 1), 2)])
+    assert c.commits == [[("transactions", 0, 2)]] and c.asynchronous == [True]
+    w.settle()
+    assert c.commits[-1] == [("transactions", 0, 3)] and c.asynchronous[-1] is False
+
+
+def test_unacknowledged_earlier_batch_rewinds_it_and_drops_the_batch_in_hand() -> None:
+    """A delivery failure of batch 1 found when batch 2 is about to produce: nothing is
+    committed, the consumer goes back to batch 1's first offsets (and batch 2's, for
+    partitions only it touched), and batch 2 produces nothing."""
+    w, p, c = make_worker()
+    w.process_batch([Msg(tx(0, 1), 10, 0)])
+    p.fail = True
+    p.flush()
+    w.process_batch([Msg(tx(1, 1), 11, 0), Msg(tx(2, 1), 5, 3)])
+    assert c.commits == []
+    assert sorted(c.seeks) == [("transactions", 0, 10), ("transactions", 3, 5)]
+    assert len(p.sent) == 1  # only batch 1's decision was ever produced
+    assert w.stats.redeliveries == 1
+
+
+def test_pending_batches_are_bounded() -> None:
+    from streams.worker import MAX_PENDING_BATCHES
+
+    w, p, c = make_worker()
+    for i in range(MAX_PENDING_BATCHES + 1):
+        w.process_batch([Msg(tx(i, 1), i)])
+    # acknowledgements never came on their own: the worker waited for them (flush) and committed
+    assert c.commits and c.commits[-1] == [("transactions", 0, MAX_PENDING_BATCHES)]

@@ -126,3 +126,18 @@ def test_markdown_renders_missing_parts() -> None:
     assert "| fraud, streaminfer, 1 worker, saturation | 4,000.0 |" in md
     assert "fraud events/s per worker >= 100,000" in md
     assert "—" in markdown({"mode": "quick", "targets": []})
+
+
+def test_worker_stages_read_from_the_workers_final_log_line(tmp_path) -> None:
+    from streams.bench import worker_stages
+
+    a, b = tmp_path / "w0.log", tmp_path / "w1.log"
+    a.write_text("2026 INFO streams.runner: fraud worker: kafka=...\n"
+                 "2026 INFO streams.runner: fraud worker stopped: {'events_in': 1000, 'decisions': 1000, "
+                 "'stage_s': {'decode': 0.01, 'score': 0.1}}\n")
+    b.write_text("2026 INFO streams.runner: fraud worker stopped: {'events_in': 3000, 'stage_s': {'decode': 0.03, "
+                 "'score': 0.2, 'produce': 0.04}}\n")
+    st = worker_stages([a, b])
+    assert st is not None and st["events"] == 4000
+    assert st["us_per_event"] == {"decode": 10.0, "score": 75.0, "produce": 10.0}
+    assert worker_stages([tmp_path / "missing.log"]) is None

@@ -567,6 +567,26 @@ class Bench:
                 self.stop(p)
         return out
 
+    def saturate_and_pace(self, out: dict[str, Any], keys: tuple[str, str, str], label: str, argv: list[str],
+                          pipeline: str, records: Iterator[tuple[bytes, bytes]], n: int,
+                          fractions: Sequence[float], phase_s: float, workers: int = 1, group: str | None = None
+                          ) -> None:
+        """Saturation on ``n`` pre-loaded records, then paced phases at ``fractions`` of its
+        rate on the same processes; fills ``out`` under ``keys`` (saturation, latency by
+        fraction, the workers' own stage times) as each part completes."""
+        sat_key, lat_key, stages_key = keys
+        sat = self.saturate(label, argv, pipeline, take(records, n), workers=workers, group=group, keep=True)
+        out[sat_key] = _public(sat)
+        out[lat_key] = {}
+        try:
+            if sat.get("events_per_s"):
+                for frac in fractions:
+                    out[lat_key][str(frac)] = self.latency(sat, records, frac, phase_s)
+        finally:
+            for p in sat["_procs"]:
+                self.stop(p)
+        out[stages_key] = worker_stages([self.logdir / f"{label}-{i}.log" for i in range(workers)])
+
     def latency(self, sat: dict[str, Any], records: Iterator[tuple[bytes, bytes]], frac: float, seconds: float,
                 partitions: int = 6) -> dict[str, Any]:
         """A paced phase at ``frac`` of the saturation rate on the running workers of ``sat``."""
@@ -734,6 +754,11 @@ def stage_profile(settings: Settings, bench: Bench, pipeline: str, records: list
                     "but the Redis read and write)"}
 
 
+def _public(d: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A measurement without its private parts (processes, topics, raw scores)."""
+    return None if d is None else {k: v for k, v in d.items() if not k.startswith("_")}
+
+
 def worker_stages(logs: Sequence[Path]) -> dict[str, Any] | None:
     """µs per event of each stage as the worker processes themselves timed them (their
     final ``worker stopped: {...}`` log line), over every event they decided in the run."""
@@ -805,47 +830,21 @@ def run_bench(profile: Profile, out_dir: Path, corpus: str, only: set[str] | Non
         finally:
             print(f"bench: {name} done in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
 
-    def public(d: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if d is None else {k: v for k, v in d.items() if not k.startswith("_")}
-
+    public = _public
     try:
         events = fraud_events(profile.sim_days)
         card = lambda e: e["card_id"]  # noqa: E731
         result["data"] = {"fraud_events_generated": len(events)}
         worker = ["streams.cli", "run"]
 
-        # fraud, one worker: saturation, then the paced phases on the same process
-        def fraud_one() -> None:
-            it = cycled(events, card)
-            sat = bench.saturate("fraud1", worker + ["fraud"], "fraud", take(it, profile.fraud_n), keep=True)
-            fraud["saturation"] = public(sat)
-            fraud["latency"] = {}
-            try:
-                if sat.get("events_per_s"):
-                    for frac in profile.fractions:
-                        fraud["latency"][str(frac)] = bench.latency(sat, it, frac, profile.phase_s)
-            finally:
-                for p in sat["_procs"]:
-                    bench.stop(p)
-            fraud["worker_stages"] = worker_stages([bench.logdir / "fraud1-0.log"])
-
-        step("fraud.saturation+latency", fraud_one)
-        def fraud_two() -> None:
-            it = cycled(events, card)
-            sat = bench.saturate("fraud2", worker + ["fraud"], "fraud", take(it, profile.fraud2_n), workers=2,
-                                 group=f"{bench.prefix('fraud2')}streaminfer-fraud", keep=True)
-            fraud["two_workers"] = public(sat)
-            fraud["two_workers_latency"] = {}
-            try:
-                if sat.get("events_per_s"):
-                    for frac in profile.fractions:
-                        fraud["two_workers_latency"][str(frac)] = bench.latency(sat, it, frac, profile.phase_s)
-            finally:
-                for p in sat["_procs"]:
-                    bench.stop(p)
-            fraud["two_workers_stages"] = worker_stages([bench.logdir / f"fraud2-{i}.log" for i in range(2)])
-
-        step("fraud.two_workers", fraud_two)
+        # saturation, then the paced phases on the same processes (one worker, then two)
+        step("fraud.saturation+latency", lambda: bench.saturate_and_pace(
+            fraud, ("saturation", "latency", "worker_stages"), "fraud1", worker + ["fraud"], "fraud",
+            cycled(events, card), profile.fraud_n, profile.fractions, profile.phase_s))
+        step("fraud.two_workers", lambda: bench.saturate_and_pace(
+            fraud, ("two_workers", "two_workers_latency", "two_workers_stages"), "fraud2", worker + ["fraud"],
+            "fraud", cycled(events, card), profile.fraud2_n, profile.fractions, profile.phase_s, workers=2,
+            group=f"{bench.prefix('fraud2')}streaminfer-fraud"))
         step("fraud.baseline_per_message", lambda: fraud.__setitem__("baseline_per_message", public(bench.saturate(
             "base-a", ["streams.baselines", "per-message", "fraud"], "fraud",
             take(cycled(events, card), profile.baseline_n)))))
@@ -873,20 +872,9 @@ def run_bench(profile: Profile, out_dir: Path, corpus: str, only: set[str] | Non
         first_to = lambda e: e["to"][0]  # noqa: E731
         result["data"]["spam_test_emails"] = len(mails)
 
-        def spam_one() -> None:
-            it = cycled(mails, first_to)
-            sat = bench.saturate("spam1", worker + ["spam"], "spam", take(it, profile.spam_n), keep=True)
-            spam["saturation"] = public(sat)
-            spam["latency"] = {}
-            try:
-                if sat.get("events_per_s"):
-                    spam["latency"]["0.5"] = bench.latency(sat, it, 0.5, profile.spam_phase_s)
-            finally:
-                for p in sat["_procs"]:
-                    bench.stop(p)
-            spam["worker_stages"] = worker_stages([bench.logdir / "spam1-0.log"])
-
-        step("spam.saturation+latency", spam_one)
+        step("spam.saturation+latency", lambda: bench.saturate_and_pace(
+            spam, ("saturation", "latency", "worker_stages"), "spam1", worker + ["spam"], "spam",
+            cycled(mails, first_to), profile.spam_n, (0.5,), profile.spam_phase_s))
         step("spam.baseline_per_message", lambda: spam.__setitem__("baseline_per_message", public(bench.saturate(
             "spam-a", ["streams.baselines", "per-message", "spam"], "spam",
             take(cycled(mails, first_to), profile.spam_baseline_n)))))

@@ -330,11 +330,11 @@ class FeatureStore:
             order.append(ident)
         if not order:
             return snap
-        marks: dict[tuple[str, str], dict[int, list[str]]] = {}
+        # Ordered sets (dicts): a shared entity (a mail domain) can have hundreds of a
+        # batch's events on one day, and a list's membership test made that quadratic.
+        marks: dict[tuple[str, str], dict[int, dict[str, None]]] = {}
         for view, entity_id, event_id, day in events:
-            ids = marks.setdefault((view.name, entity_id), {}).setdefault(day, [])
-            if event_id not in ids:
-                ids.append(event_id)
+            marks.setdefault((view.name, entity_id), {}).setdefault(day, {})[event_id] = None
         streams = sorted({WATERMARK_OF.get(v, v) for v, _ in order if VIEWS_BY_NAME.get(v) is not None
                           and VIEWS_BY_NAME[v].freshness_s is not None})
         calls: list[tuple[list[bytes], list[Any]]] = []
@@ -345,7 +345,8 @@ class FeatureStore:
             margs: list[Any] = []
             mref: list[tuple[tuple[str, str], int, list[str]]] = []
             for ident in group:
-                for day, ids in marks.get(ident, {}).items():
+                for day, id_set in marks.get(ident, {}).items():
+                    ids = list(id_set)
                     mkeys.append(applied_key(self.namespace, ident[0], ident[1], day))
                     margs += [len(ids), *ids]
                     mref.append((ident, day, ids))

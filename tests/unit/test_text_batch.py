@@ -18,24 +18,31 @@ import pytest
 import torch
 
 import models.text as text
+from models.artifacts import latest_version
 from models.corpus import corpus_files, load_corpus, split_of
 from models.spam_model import SpamModel, TokenBatch
 from models.text import MAX_SUBJECT_TOKENS, hash_email_text, hash_email_texts, hash_email_texts_flat
+from models.train_spam import FULL_CONFIG
 from streams.events import Email, decode_email
 
 from tests.models_util import tiny_spam_net
 from tests.stack import ROOT, spam_corpus
 
-ARTIFACT_META = ROOT / "artifacts" / "spam-ngram" / "3" / "metadata.json"
+def _params(t: dict) -> dict:
+    return {"n_buckets": int(t["n_buckets"]), "max_tokens": int(t["max_tokens"]),
+            "bigrams": bool(t["bigrams"]), "char_ngrams": tuple(int(k) for k in t["char_ngrams"])}
+
+
+def latest_artifact_meta() -> Path | None:
+    """The latest spam model's metadata (``ops/test.sh`` trains one before the tests)."""
+    v = latest_version(ROOT / "artifacts", "spam-ngram")
+    return None if v is None else ROOT / "artifacts" / "spam-ngram" / v / "metadata.json"
 
 
 def deployed_text_params() -> dict:
-    """The text parameters of the shipped artifact (what serving actually runs)."""
-    if ARTIFACT_META.exists():
-        t = json.loads(ARTIFACT_META.read_text())["text"]
-        return {"n_buckets": int(t["n_buckets"]), "max_tokens": int(t["max_tokens"]),
-                "bigrams": bool(t["bigrams"]), "char_ngrams": tuple(int(k) for k in t["char_ngrams"])}
-    return {"n_buckets": 1 << 18, "max_tokens": 2000, "bigrams": True, "char_ngrams": (3, 4, 5)}
+    """The text parameters serving runs: the latest artifact's, else what training writes."""
+    meta = latest_artifact_meta()
+    return _params(json.loads(meta.read_text())["text"] if meta is not None else FULL_CONFIG)
 
 
 CONFIGS = [
@@ -87,10 +94,13 @@ def test_batched_equals_reference_on_real_corpus(corpus_pairs: list[tuple[str, s
     assert_same(corpus_pairs, cfg)
 
 
-def test_deployed_config_is_the_one_checked() -> None:
-    if not ARTIFACT_META.exists():
-        pytest.skip("no shipped artifact in this checkout")
-    assert CONFIGS[0] == {"n_buckets": 262_144, "max_tokens": 2000, "bigrams": True, "char_ngrams": (3, 4, 5)}
+def test_the_deployed_and_the_training_configs_are_the_ones_checked() -> None:
+    """CONFIGS[0] must be what serving runs (the latest artifact) and what training writes,
+    char n-grams included, so the equality tests cover the real path."""
+    meta = latest_artifact_meta()
+    assert meta is not None, "no spam-ngram artifact: ./ops/test.sh trains one before the tests"
+    assert CONFIGS[0] == _params(json.loads(meta.read_text())["text"]) == _params(FULL_CONFIG)
+    assert CONFIGS[0]["char_ngrams"]
 
 
 def test_chunk_boundaries_do_not_matter(corpus_pairs: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,10 @@ arrival rate, then sizes each batch:
 - **Behind** (the last batch came back full, or more arrives per cycle than such a
   batch holds): no batch size can keep the budget any more, so the size doubles up to
   ``max_batch`` and throughput rises with the amortised fixed cost; it drops back to the
-  budget size as soon as a batch comes back short (the backlog is gone).
+  budget size once a batch comes back short and the arrival rate fits such batches.
+
+A consume returns as soon as its batch is full or its wait is over, so a large size
+costs nothing at low rates: it only lets a backlog go out in big batches.
 
 The clock is injectable so tests drive it deterministically.
 """

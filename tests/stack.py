@@ -23,6 +23,13 @@ class Stack:
     redis_url: str
     kind: str
 
+    def env(self, prefix: str, partitions: int = 6, **extra: str) -> dict[str, str]:
+        """The environment a streaminfer process needs to run against this stack, isolated
+        by ``prefix`` (topics, consumer groups) and its own feature namespace."""
+        return {**os.environ, "STREAMINFER_KAFKA_BOOTSTRAP": self.bootstrap, "STREAMINFER_REDIS_URL": self.redis_url,
+                "STREAMINFER_TOPIC_PREFIX": prefix, "STREAMINFER_FEATURE_NAMESPACE": prefix + "ns",
+                "STREAMINFER_PARTITIONS": str(partitions), **extra}
+
 
 def _docker_answers() -> bool:
     try:

@@ -6,7 +6,6 @@ Each test reports its figures (lost, duplicated, recovery seconds) on stdout
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -26,10 +25,7 @@ from tests.stack import Stack
 
 
 def worker_env(stack: Stack, prefix: str, model_dir: Path, partitions: int = 6, **extra: str) -> dict[str, str]:
-    return {**os.environ, "STREAMINFER_KAFKA_BOOTSTRAP": stack.bootstrap, "STREAMINFER_REDIS_URL": stack.redis_url,
-            "STREAMINFER_MODEL_DIR": str(model_dir), "STREAMINFER_TOPIC_PREFIX": prefix,
-            "STREAMINFER_FEATURE_NAMESPACE": prefix + "ns", "STREAMINFER_PARTITIONS": str(partitions),
-            "STREAMINFER_DEVICE": "cpu", **extra}
+    return stack.env(prefix, partitions, STREAMINFER_MODEL_DIR=str(model_dir), STREAMINFER_DEVICE="cpu", **extra)
 
 
 @dataclass

@@ -3,7 +3,6 @@ production keys byte-identical (real broker, real Redis)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,8 +71,7 @@ def test_backfill_equals_live_and_leaves_production_untouched(stack: Stack, pref
     store.close()
 
     # The CLI, from an offset, into a third namespace: production is byte-identical after.
-    env = {**os.environ, "STREAMINFER_KAFKA_BOOTSTRAP": stack.bootstrap, "STREAMINFER_REDIS_URL": stack.redis_url,
-           "STREAMINFER_TOPIC_PREFIX": prefix, "STREAMINFER_FEATURE_NAMESPACE": prod}
+    env = stack.env(prefix, STREAMINFER_FEATURE_NAMESPACE=prod)
     out = subprocess.run([sys.executable, "-m", "feature_store.cli", "features", "backfill", "--topic", "transactions",
                           "--from", "100", "--namespace", prefix + "replay", "--labels"],
                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)

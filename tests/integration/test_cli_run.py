@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import pytest
 
 from streams.kafka_admin import ensure_topics
 from streams.pipelines import topics_for
+from tests.faults.harness import worker_env
 from tests.integration.test_pipelines import transactions
 from tests.kafka_util import committed_offsets, delete_topics, end_offsets, produce_all, read_topic
 from tests.stack import Stack
@@ -23,9 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 def start(stack: Stack, prefix: str, model_dir: Path, *args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "STREAMINFER_KAFKA_BOOTSTRAP": stack.bootstrap, "STREAMINFER_REDIS_URL": stack.redis_url,
-           "STREAMINFER_MODEL_DIR": str(model_dir), "STREAMINFER_TOPIC_PREFIX": prefix,
-           "STREAMINFER_FEATURE_NAMESPACE": prefix + "ns", "STREAMINFER_PARTITIONS": "6", "STREAMINFER_DEVICE": "cpu"}
+    env = worker_env(stack, prefix, model_dir)
     return subprocess.Popen([sys.executable, "-m", "streams.cli", "run", "fraud", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 

@@ -164,32 +164,14 @@ EOF
     kafka_write_log4j "$dir/log4j.properties" "$logdir" 2
 }
 
-_cluster_id() {
-    local f="$CLUSTER_DIR/cluster.id" cid
-    if [[ -s "$f" ]]; then
-        cat "$f"
-        return 0
-    fi
-    cid="$("$JAVA_BIN" -cp "$KAFKA_CLASSPATH" -Dlog4j.configuration=file:/dev/null kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
-    [[ "$cid" =~ ^[A-Za-z0-9_-]{22}$ ]] || ops_die "could not generate a cluster id (got '$cid')"
-    mkdir -p "$CLUSTER_DIR"
-    printf '%s\n' "$cid" >"$f"
-    printf '%s\n' "$cid"
-}
-
 _node_format_if_needed() {
     local i="$1" dir cid out
     dir="$(_node_dir "$i")"
     out="$(_node_out "$i")"
     [[ -f "$dir/data/meta.properties" ]] && return 0
-    cid="$(_cluster_id)"
+    cid="$(kafka_cluster_id "$CLUSTER_DIR/cluster.id")"
     ops_log "cluster: formatting node $i storage (cluster id $cid)"
-    "$JAVA_BIN" -cp "$KAFKA_CLASSPATH" -Dlog4j.configuration="file:$dir/log4j.properties" \
-        kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" --ignore-formatted \
-        >>"$out" 2>&1 || {
-        tail -n 20 "$out" >&2
-        ops_die "kafka storage format failed for node $i (log: $out)"
-    }
+    kafka_format_storage "$dir" "$cid" "$out" "node $i"
 }
 
 # _node_launch I: start node I's JVM (config written, storage formatted); does not wait.

@@ -518,23 +518,40 @@ log4j.logger.kafka.authorizer.logger=WARN
 EOF
 }
 
+# kafka_cluster_id FILE: prints the KRaft cluster id kept in FILE, generating and keeping
+# one on first use (the local broker and ops/cluster.sh's nodes alike).
+kafka_cluster_id() {
+    local f="$1" cid
+    if [[ -s "$f" ]]; then
+        cat "$f"
+        return 0
+    fi
+    cid="$("$JAVA_BIN" -cp "$KAFKA_CLASSPATH" -Dlog4j.configuration=file:/dev/null kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+    [[ "$cid" =~ ^[A-Za-z0-9_-]{22}$ ]] || ops_die "could not generate a cluster id (got '$cid')"
+    mkdir -p "$(dirname "$f")"
+    printf '%s\n' "$cid" >"$f"
+    printf '%s\n' "$cid"
+}
+
+# kafka_format_storage DIR CID OUT WHAT: format the KRaft storage configured by
+# DIR/server.properties (logging per DIR/log4j.properties) unless already formatted;
+# output appended to OUT; WHAT names the broker in the error.
+kafka_format_storage() {
+    local dir="$1" cid="$2" out="$3" what="$4"
+    "$JAVA_BIN" -cp "$KAFKA_CLASSPATH" -Dlog4j.configuration="file:$dir/log4j.properties" \
+        kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties" --ignore-formatted \
+        >>"$out" 2>&1 || {
+        tail -n 20 "$out" >&2
+        ops_die "kafka storage format failed for $what (log: $out)"
+    }
+}
+
 _kafka_format_if_needed() {
     [[ -f "$KAFKA_STATE_DIR/data/meta.properties" ]] && return 0
-    local cid_file="$KAFKA_STATE_DIR/cluster.id" cid
-    if [[ -s "$cid_file" ]]; then
-        cid="$(cat "$cid_file")"
-    else
-        cid="$("$JAVA_BIN" -cp "$KAFKA_CLASSPATH" -Dlog4j.configuration=file:/dev/null kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
-        [[ "$cid" =~ ^[A-Za-z0-9_-]{22}$ ]] || ops_die "could not generate a cluster id (got '$cid')"
-        printf '%s\n' "$cid" >"$cid_file"
-    fi
+    local cid
+    cid="$(kafka_cluster_id "$KAFKA_STATE_DIR/cluster.id")" || ops_die "no cluster id"
     ops_log "formatting KRaft storage in ${KAFKA_STATE_DIR#"$REPO_ROOT"/}/data (cluster id $cid)"
-    "$JAVA_BIN" -cp "$KAFKA_CLASSPATH" -Dlog4j.configuration="file:$KAFKA_STATE_DIR/log4j.properties" \
-        kafka.tools.StorageTool format -t "$cid" -c "$KAFKA_STATE_DIR/server.properties" --ignore-formatted \
-        >>"$KAFKA_OUT" 2>&1 || {
-        tail -n 20 "$KAFKA_OUT" >&2
-        ops_die "kafka storage format failed (log: $KAFKA_OUT)"
-    }
+    kafka_format_storage "$KAFKA_STATE_DIR" "$cid" "$KAFKA_OUT" "the local broker"
 }
 
 # _kafka_wait_ready PID: port answers and a metadata request succeeds, within OPS_READY_TIMEOUT.

@@ -779,8 +779,8 @@ def worker_stages(logs: Sequence[Path]) -> dict[str, Any] | None:
         return None
     return {"events": events, "us_per_event": {k: round(v / events * 1e6, 1) for k, v in total.items()},
             "note": "decode; score = features (Redis read, compute, Redis write) + model + reasons; produce = "
-                    "settling earlier batches + decisions built and produced; commit = bookkeeping (at-least-once "
-                    "commits are pipelined into the next batch's produce step)"}
+                    "decisions built and handed to the producer; commit = at-least-once: waiting for earlier "
+                    "batches' acknowledgements and committing them (pipelined), exactly-once: the transaction"}
 
 
 # ------------------------------------------------------------------ equality

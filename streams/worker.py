@@ -97,7 +97,9 @@ class WorkerStats:
     batches: int = 0
     redeliveries: int = 0
     actions: Counter[str] = field(default_factory=Counter)
-    #: Seconds spent per stage of the batch path (decode, score, produce, commit).
+    #: Seconds spent per stage of the batch path: decode, score, produce (decisions built
+    #: and handed to the producer), commit (at-least-once: settling earlier batches;
+    #: exactly-once: the transaction's commit).
     stage_s: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
@@ -328,7 +330,10 @@ class Worker:
         t1 = time.perf_counter()
         stage["decode"] += t0 - t_start
         stage["score"] += t1 - t0
-        if not self.exactly_once and not self._settle(block=False, also_rewind=first):
+        settled = self.exactly_once or self._settle(block=False, also_rewind=first)
+        t_produce = time.perf_counter()
+        stage["commit"] += t_produce - t1
+        if not settled:
             # An earlier batch was not acknowledged: everything from its first offsets,
             # this batch included, is decided again.
             self.stats.redeliveries += 1
@@ -365,7 +370,7 @@ class Worker:
         else:
             self._pending.append(_Pending(commit, first, time.monotonic()))
             done = True
-        stage["produce"] += t2 - t1
+        stage["produce"] += t2 - t_produce
         stage["commit"] += time.perf_counter() - t2
         if not done:
             self.stats.redeliveries += 1
